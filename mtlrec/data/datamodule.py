@@ -1,0 +1,62 @@
+"""Lightning DataModule: fit preprocessing on train, hold each split as tensors, hand out batches."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import lightning as L
+from torch.utils.data import DataLoader
+
+from mtlrec.data.preprocess import Preprocessor
+from mtlrec.data.raw import SPLITS, RawDataset
+from mtlrec.data.table import IndexBatchSampler, TensorTable
+
+
+def _whole_batch(batch):
+    """Batches are already formed by indexing the table: nothing to collate."""
+    return batch
+
+
+class TabularDataModule(L.LightningDataModule):
+    """Splits of a :class:`RawDataset` as :class:`TensorTable` s.
+
+    The preprocessor is fit on the training split only; validation and test are transformed with
+    it (unseen categories -> OOV). Training batches follow a seeded per-epoch permutation.
+    """
+
+    def __init__(self, raw: RawDataset, batch_size: int = 1024, eval_batch_size: int = 16384, seed: int = 0):
+        super().__init__()
+        self.raw, self.schema = raw, raw.schema
+        self.batch_size, self.eval_batch_size, self.seed = batch_size, eval_batch_size, seed
+        self.preprocessor = Preprocessor(raw.schema)
+        self.tables: dict[str, TensorTable] = {}
+
+    def setup(self, stage: str | None = None) -> None:
+        if self.tables:
+            return
+        self.preprocessor.fit(self.raw.splits["train"], split=f"{self.raw.name}/train")
+        for split in SPLITS:
+            self.tables[split] = self.preprocessor.transform(self.raw.splits[split], split=f"{self.raw.name}/{split}")
+
+    def save_preprocessor(self, run_dir: str | Path) -> Path:
+        path = Path(run_dir) / "preprocessor.json"
+        self.preprocessor.save(path)
+        return path
+
+    def labelled_counts(self) -> dict[str, int]:
+        self.setup()
+        return self.tables["train"].labelled_counts()
+
+    def _loader(self, split: str, batch_size: int, shuffle: bool) -> DataLoader:
+        table = self.tables[split]
+        sampler = IndexBatchSampler(len(table), batch_size, shuffle=shuffle, seed=self.seed)
+        return DataLoader(table, sampler=sampler, batch_size=None, collate_fn=_whole_batch)
+
+    def train_dataloader(self) -> DataLoader:
+        return self._loader("train", self.batch_size, shuffle=True)
+
+    def val_dataloader(self) -> DataLoader:
+        return self._loader("val", self.eval_batch_size, shuffle=False)
+
+    def test_dataloader(self) -> DataLoader:
+        return self._loader("test", self.eval_batch_size, shuffle=False)

@@ -1,0 +1,29 @@
+"""What every dataset builder returns: a :class:`Schema` plus raw train/val/test frames.
+
+Builders read the published file format and derive label columns; they do no numeric
+preprocessing (that is fit on the training split only, by :mod:`mtlrec.data.preprocess`).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import pandas as pd
+
+from mtlrec.data.schema import Schema
+
+SPLITS = ("train", "val", "test")
+
+
+@dataclass
+class RawDataset:
+    """A schema and one DataFrame per split (``train``, ``val``, ``test``)."""
+
+    schema: Schema
+    splits: dict[str, pd.DataFrame]
+    name: str = "dataset"
+
+    def __post_init__(self) -> None:
+        missing = [s for s in SPLITS if s not in self.splits]
+        if missing:
+            raise ValueError(f"dataset {self.name!r} lacks the split(s) {missing}; a builder must return {SPLITS}")

@@ -1,0 +1,87 @@
+"""Columnar tensors for one split, and batches taken by index.
+
+A split is a handful of tensors (all categoricals as one int64 matrix of global ids, all numerics as
+one float matrix, one label tensor and optional mask per task). A batch is ``table[index_tensor]``:
+one gather per tensor, no per-sample ``__getitem__`` and no collate. :class:`IndexBatchSampler`
+yields those index tensors from a seeded permutation, so a plain
+``DataLoader(table, sampler=IndexBatchSampler(...), batch_size=None)`` hands out whole batches.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+
+import torch
+from torch import Tensor
+from torch.utils.data import Sampler
+
+Batch = dict[str, "Tensor | dict[str, Tensor]"]
+
+
+@dataclass
+class TensorTable:
+    """One split as column-group tensors (rows aligned across all of them)."""
+
+    categorical: Tensor  # [N, F_cat] int64 ids into one fused embedding table
+    numeric: Tensor  # [N, F_num] float32, standardised
+    labels: dict[str, Tensor]  # task -> [N] or [N, D]; float32 (binary/regression) or int64 (multiclass)
+    masks: dict[str, Tensor] = field(default_factory=dict)  # task -> [N] bool, only for masked tasks
+
+    def __post_init__(self) -> None:
+        n = self.categorical.shape[0]
+        for name, t in {"numeric": self.numeric, **self.labels, **self.masks}.items():
+            if t.shape[0] != n:
+                raise ValueError(f"column group {name!r} has {t.shape[0]} rows, expected {n}")
+
+    def __len__(self) -> int:
+        return self.categorical.shape[0]
+
+    def __getitem__(self, index: Tensor) -> Batch:
+        """The rows at ``index`` (a 1-D int64 tensor or a slice) as one batch."""
+        return {
+            "categorical": self.categorical[index],
+            "numeric": self.numeric[index],
+            "labels": {k: v[index] for k, v in self.labels.items()},
+            "masks": {k: v[index] for k, v in self.masks.items()},
+        }
+
+    def labelled_counts(self) -> dict[str, int]:
+        """Per task, how many rows carry a label (its sample space)."""
+        n = len(self)
+        return {k: int(self.masks[k].sum()) if k in self.masks else n for k in self.labels}
+
+
+class IndexBatchSampler(Sampler):
+    """Yields one index per batch: a slice of a permutation drawn anew each epoch (training), or a
+    contiguous ``slice`` (evaluation).
+
+    The permutation of epoch ``e`` depends only on ``(seed, e)``, so a run is reproducible and a
+    resumed run sees the same order it would have seen.
+    """
+
+    def __init__(self, num_rows: int, batch_size: int, shuffle: bool, seed: int = 0, drop_last: bool = False):
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {batch_size} (option data.loader.batch_size)")
+        self.num_rows, self.batch_size, self.shuffle = num_rows, batch_size, shuffle
+        self.seed, self.drop_last = seed, drop_last
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        """Called by Lightning before each epoch, so a resumed run replays the same order."""
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        full, rest = divmod(self.num_rows, self.batch_size)
+        return full if (self.drop_last or rest == 0) else full + 1
+
+    def __iter__(self) -> Iterator[Tensor | slice]:
+        if not self.shuffle:  # evaluation: contiguous slices are views, no gather at all
+            for i in range(len(self)):
+                yield slice(i * self.batch_size, min((i + 1) * self.batch_size, self.num_rows))
+            return
+        gen = torch.Generator().manual_seed(self.seed * 100_003 + self.epoch)
+        order = torch.randperm(self.num_rows, generator=gen)
+        self.epoch += 1
+        for i in range(len(self)):
+            yield order[i * self.batch_size : (i + 1) * self.batch_size]

@@ -1,0 +1,68 @@
+"""Cross-Stitch networks (Misra et al., CVPR 2016): one column per task, mixed after every layer."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+from torch import Tensor, nn
+
+from mtlrec.data.schema import Schema
+from mtlrec.models.base import Architecture, TaskOutputs
+from mtlrec.models.blocks.experts import ExpertLayer
+
+
+class CrossStitchUnit(nn.Module):
+    """Learnable T×T mixing of the task columns: h'_k = Σ_j α_kj·h_j.
+
+    Initialised near identity (α_kk = 0.9, the rest sharing 0.1) as the paper recommends, so
+    columns start mostly separate and learn how much to share.
+    """
+
+    def __init__(self, num_tasks: int, self_weight: float = 0.9):
+        super().__init__()
+        off = (1.0 - self_weight) / max(num_tasks - 1, 1)
+        alpha = torch.full((num_tasks, num_tasks), off)
+        alpha.fill_diagonal_(self_weight if num_tasks > 1 else 1.0)
+        self.alpha = nn.Parameter(alpha)
+
+    def forward(self, h: Tensor) -> Tensor:  # [B, T, D]
+        return torch.einsum("kj,bjd->bkd", self.alpha, h)
+
+
+class CrossStitch(Architecture):
+    """Shared embedding → per-task columns (run batched) with a cross-stitch unit after each layer."""
+
+    def __init__(
+        self,
+        schema: Schema,
+        field_sizes: Sequence[int],
+        embedding_dim: int = 8,
+        column_units: Sequence[int] = (32, 16),
+        tower_units: Sequence[int] = (8,),
+        dropout: float = 0.0,
+    ):
+        super().__init__(schema, field_sizes)
+        if not column_units:
+            raise ValueError("arch.column_units must list at least one layer width")
+        num_tasks = len(self.task_names)
+        self.embedding = self.make_embedding(embedding_dim)
+        in_dim, layers, units = self.embedding.output_dim, [], []
+        for width in column_units:
+            layers.append(ExpertLayer(num_tasks, in_dim, [width], dropout))  # one "expert" per task column
+            units.append(CrossStitchUnit(num_tasks))
+            in_dim = width
+        self.columns, self.stitches = nn.ModuleList(layers), nn.ModuleList(units)
+        self.towers = self.make_towers(in_dim, tower_units, dropout)
+
+    def forward(self, batch: dict) -> TaskOutputs:
+        h = self.embedding(batch)
+        for column, stitch in zip(self.columns, self.stitches):
+            h = stitch(column(h))
+        return self.outputs({t: self.towers[t](h[:, k]) for k, t in enumerate(self.task_names)})
+
+    def task_specific_modules(self) -> list[nn.Module]:
+        return [self.columns, self.towers]
+
+    def last_shared_parameters(self) -> list[nn.Parameter]:
+        return [self.stitches[-1].alpha]

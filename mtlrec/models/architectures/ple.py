@@ -1,0 +1,121 @@
+"""PLE and CGC (Tang et al., RecSys 2020): task-specific and shared experts, progressively separated."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+from torch import Tensor, nn
+
+from mtlrec.data.schema import Schema
+from mtlrec.models.base import Architecture, TaskOutputs
+from mtlrec.models.blocks.experts import ExpertLayer
+from mtlrec.models.blocks.gate import Gate, mix
+
+
+class ExtractionLevel(nn.Module):
+    """One extraction network (PLE §4.3, eq. 3–6); a single level with no shared gate is CGC.
+
+    Task k's gate mixes its own experts with the shared experts, reading task k's input. Unless
+    this is the last level, a shared gate mixes *all* experts into the next level's shared input.
+    All task experts run as one :class:`ExpertLayer` (grouped by task), shared experts as another.
+    """
+
+    def __init__(
+        self,
+        num_tasks: int,
+        in_dim: int,
+        specific_experts: int,
+        shared_experts: int,
+        expert_units: Sequence[int],
+        last: bool,
+        gate_temperature: float,
+        dropout: float,
+    ):
+        super().__init__()
+        self.num_tasks, self.specific = num_tasks, specific_experts
+        self.task_experts = ExpertLayer(num_tasks * specific_experts, in_dim, expert_units, dropout)
+        self.shared_experts = ExpertLayer(shared_experts, in_dim, expert_units, dropout)
+        self.task_gates = nn.ModuleList(
+            Gate(in_dim, specific_experts + shared_experts, gate_temperature) for _ in range(num_tasks)
+        )
+        self.shared_gate = None if last else Gate(in_dim, num_tasks * specific_experts + shared_experts, gate_temperature)
+        self.output_dim = expert_units[-1]
+
+    def forward(self, task_inputs: Tensor, shared_input: Tensor) -> tuple[Tensor, Tensor | None, list[Tensor], Tensor | None]:
+        """``task_inputs``: [B, T, in] (or [B, in] when identical); returns next inputs and gate weights."""
+        task_out = self.task_experts(task_inputs)  # [B, T·S, D]
+        shared_out = self.shared_experts(shared_input)  # [B, H, D]
+        per_task = task_out.unflatten(1, (self.num_tasks, self.specific))
+        outputs, weights = [], []
+        for k, gate in enumerate(self.task_gates):
+            x_k = task_inputs if task_inputs.dim() == 2 else task_inputs[:, k]
+            w = gate(x_k)
+            outputs.append(mix(torch.cat([per_task[:, k], shared_out], dim=1), w))
+            weights.append(w)
+        next_shared, shared_w = None, None
+        if self.shared_gate is not None:
+            shared_w = self.shared_gate(shared_input)
+            next_shared = mix(torch.cat([task_out, shared_out], dim=1), shared_w)
+        return torch.stack(outputs, dim=1), next_shared, weights, shared_w
+
+
+class PLE(Architecture):
+    """Embedding → ``num_levels`` extraction levels → a tower per task. ``num_levels=1`` is CGC."""
+
+    def __init__(
+        self,
+        schema: Schema,
+        field_sizes: Sequence[int],
+        embedding_dim: int = 8,
+        num_levels: int = 2,
+        specific_experts: int = 2,
+        shared_experts: int = 2,
+        expert_units: Sequence[int] = (16,),
+        tower_units: Sequence[int] = (8,),
+        gate_temperature: float = 1.0,
+        dropout: float = 0.0,
+    ):
+        super().__init__(schema, field_sizes)
+        if num_levels < 1:
+            raise ValueError(f"arch.num_levels must be >= 1, got {num_levels}")
+        if specific_experts < 1 or shared_experts < 1:
+            raise ValueError("arch.specific_experts and arch.shared_experts must be >= 1")
+        self.embedding = self.make_embedding(embedding_dim)
+        in_dim, levels = self.embedding.output_dim, []
+        for i in range(num_levels):
+            levels.append(
+                ExtractionLevel(
+                    len(self.task_names), in_dim, specific_experts, shared_experts, expert_units,
+                    last=i == num_levels - 1, gate_temperature=gate_temperature, dropout=dropout,
+                )
+            )
+            in_dim = levels[-1].output_dim
+        self.levels = nn.ModuleList(levels)
+        self.towers = self.make_towers(in_dim, tower_units, dropout)
+
+    def forward(self, batch: dict) -> TaskOutputs:
+        x = self.embedding(batch)
+        task_inputs, shared_input, gates = x, x, {}
+        for i, level in enumerate(self.levels):
+            task_inputs, shared_input, weights, shared_w = level(task_inputs, shared_input)
+            gates.update({f"level{i}/{t}": w for t, w in zip(self.task_names, weights)})
+            if shared_w is not None:
+                gates[f"level{i}/shared"] = shared_w
+        logits = {t: self.towers[t](task_inputs[:, k]) for k, t in enumerate(self.task_names)}
+        return self.outputs(logits, gates)
+
+    def task_specific_modules(self) -> list[nn.Module]:
+        per_level = [m for level in self.levels for m in (level.task_experts, level.task_gates)]
+        return per_level + [self.towers]
+
+    def last_shared_parameters(self) -> list[nn.Parameter]:
+        return self.levels[-1].shared_experts.last_layer_parameters()
+
+
+class CGC(PLE):
+    """Customized Gate Control: PLE with a single extraction level (PLE paper §4.2)."""
+
+    def __init__(self, schema: Schema, field_sizes: Sequence[int], **kwargs):
+        kwargs.pop("num_levels", None)
+        super().__init__(schema, field_sizes, num_levels=1, **kwargs)

@@ -1,0 +1,71 @@
+"""The interface every architecture implements, and what its forward pass returns.
+
+An architecture maps a batch to per-task logits (:class:`TaskOutputs`) and says which of its
+parameters are task-specific and which layer is the last shared one. Everything else (losses,
+metrics, weighting, training) is generic and never asks which architecture it holds.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+from torch import Tensor, nn
+
+from mtlrec.data.schema import Schema
+from mtlrec.models.blocks.embedding import FeatureEmbedding
+from mtlrec.models.blocks.mlp import Tower
+from mtlrec.weighting.base import SharedModel
+
+
+@dataclass
+class TaskOutputs:
+    """``logits[task]``: ``[B]`` for binary/scalar regression, ``[B, C]`` for C classes / vector
+    regression. ``gates[name]``: gate weights ``[B, E]`` (for utilisation diagnostics)."""
+
+    logits: dict[str, Tensor]
+    gates: dict[str, Tensor] = field(default_factory=dict)
+
+
+class Architecture(nn.Module, ABC):
+    """Base class. Subclasses build their layers in ``__init__`` and implement three methods."""
+
+    def __init__(self, schema: Schema, field_sizes: Sequence[int]):
+        super().__init__()
+        self.task_names = schema.task_names
+        self.logit_dims = {t.name: t.logit_dim for t in schema.tasks}
+        self._field_sizes = list(field_sizes)
+        self._num_numeric = len(schema.numeric)
+
+    def make_embedding(self, embedding_dim: int) -> FeatureEmbedding:
+        return FeatureEmbedding(self._field_sizes, self._num_numeric, embedding_dim)
+
+    def make_towers(self, in_dim: int, units: Sequence[int], dropout: float = 0.0) -> nn.ModuleDict:
+        return nn.ModuleDict({t: Tower(in_dim, units, self.logit_dims[t], dropout) for t in self.task_names})
+
+    def outputs(self, logits: dict[str, Tensor], gates: dict[str, Tensor] | None = None) -> TaskOutputs:
+        """Squeeze single-logit heads to ``[B]`` so losses see the label's shape."""
+        squeezed = {t: v.squeeze(-1) if self.logit_dims[t] == 1 else v for t, v in logits.items()}
+        return TaskOutputs(squeezed, gates or {})
+
+    @abstractmethod
+    def forward(self, batch: dict) -> TaskOutputs: ...
+
+    @abstractmethod
+    def task_specific_modules(self) -> list[nn.Module]:
+        """Modules whose parameters serve one task each (towers, per-task gates, task experts)."""
+
+    @abstractmethod
+    def last_shared_parameters(self) -> list[nn.Parameter]:
+        """Weights of the last layer every task's output depends on (GradNorm's W); [] if none."""
+
+    def shared_model(self) -> SharedModel:
+        """Partition parameters into shared / task-specific for the weighting."""
+        task_ids = {id(p) for m in self.task_specific_modules() for p in m.parameters()}
+        params = list(self.parameters())
+        return SharedModel(
+            shared_parameters=[p for p in params if id(p) not in task_ids],
+            last_shared_parameters=self.last_shared_parameters(),
+            task_parameters=[p for p in params if id(p) in task_ids],
+        )

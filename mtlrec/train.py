@@ -1,0 +1,216 @@
+"""``mtlrec-train``: compose a run with Hydra, train it with Lightning, write ``results.json``.
+
+Every piece (data, architecture, weighting, optimizer, trainer, callbacks, logger) is built with
+``hydra.utils.instantiate`` from its config group; nothing here branches on what was chosen.
+Model selection and early stopping watch the main task's *validation* metric; test metrics are
+computed once, from the best checkpoint.
+
+A run whose folder already holds a complete ``results.json`` for the same resolved config is
+skipped (so re-running a sweep only redoes missing or failed runs), and a run interrupted
+mid-training resumes from its ``last.ckpt``.
+"""
+
+from __future__ import annotations
+
+import logging
+import platform
+import time
+from pathlib import Path
+from typing import Any
+
+import hydra
+import lightning as L
+import torch
+from hydra.core.hydra_config import HydraConfig
+from hydra.utils import instantiate
+from omegaconf import DictConfig, OmegaConf
+
+import mtlrec
+from mtlrec.data.datamodule import TabularDataModule
+from mtlrec.training.module import MultiTaskModule
+from mtlrec.training.results import (
+    FORMAT_VERSION,
+    RESULTS_FILE,
+    config_hash,
+    git_commit,
+    is_complete,
+    read_results,
+    write_json_atomic,
+)
+from mtlrec.training.timing import TrainThroughput
+
+log = logging.getLogger("mtlrec.train")
+CONFIG_DIR = str(Path(__file__).resolve().parents[1] / "conf")
+HASH_FILE = ".config_hash"
+
+
+def build_datamodule(cfg: DictConfig) -> TabularDataModule:
+    data_cfg = OmegaConf.to_container(cfg.data, resolve=True)
+    loader = data_cfg.pop("loader", {}) or {}
+    raw = instantiate(data_cfg, _convert_="all")
+    datamodule = TabularDataModule(raw, seed=cfg.seed, **loader)
+    datamodule.setup()
+    return datamodule
+
+
+def build_module(cfg: DictConfig, datamodule: TabularDataModule) -> MultiTaskModule:
+    schema = datamodule.schema
+    architecture = instantiate(cfg.arch, _convert_="all")(
+        schema=schema, field_sizes=datamodule.preprocessor.field_sizes
+    )
+    return MultiTaskModule(
+        schema,
+        architecture,
+        weighting=instantiate(cfg.weighting, _convert_="all"),
+        optimizer=instantiate(cfg.optimizer),
+        labelled_counts=datamodule.labelled_counts(),
+    )
+
+
+def build_callbacks(cfg: DictConfig, monitor: str, mode: str) -> list[L.Callback]:
+    callbacks: list[L.Callback] = [TrainThroughput()]
+    for node in (cfg.get("callbacks") or {}).values():
+        if node is None:
+            continue
+        extra = {}
+        if node.get("monitor") == "auto":
+            extra["monitor"] = monitor
+        if node.get("mode") == "auto":
+            extra["mode"] = mode
+        callbacks.append(instantiate(node, **extra))
+    return callbacks
+
+
+def run(cfg: DictConfig, output_dir: str | Path, overrides: list[str] | None = None) -> dict[str, Any]:
+    """Train and evaluate one configuration; returns the results record (also written to disk)."""
+    output_dir = Path(output_dir)
+    resolved = OmegaConf.to_container(cfg, resolve=True)
+    digest = config_hash(resolved)
+    if is_complete(output_dir, digest):
+        log.info("skipping: %s already holds complete results for this config", output_dir / RESULTS_FILE)
+        return read_results(output_dir)
+
+    L.seed_everything(cfg.seed, workers=True, verbose=False)
+    datamodule = build_datamodule(cfg)  # bad data or config values fail here, before anything is written
+    module = build_module(cfg, datamodule)
+    monitor, mode = module.selection
+    callbacks = build_callbacks(cfg, monitor, mode)
+    logger = instantiate(cfg.logger) if cfg.get("logger") and "_target_" in cfg.logger else False
+    trainer: L.Trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=logger)
+
+    output_dir.mkdir(parents=True, exist_ok=True)
+    resume = _resumable_checkpoint(output_dir, digest)
+    (output_dir / HASH_FILE).write_text(digest)
+    datamodule.save_preprocessor(output_dir)
+    record: dict[str, Any] = {
+        "format": FORMAT_VERSION,
+        "config": resolved,
+        "config_hash": digest,
+        "overrides": list(overrides or []),
+        "seed": cfg.seed,
+        "main_task": datamodule.schema.main_task,
+        "selection": {"monitor": monitor, "mode": mode},
+        "git_commit": git_commit(),
+        "versions": _versions(),
+        "num_parameters": sum(p.numel() for p in module.architecture.parameters()),
+    }
+    try:
+        started = time.perf_counter()
+        trainer.fit(module, datamodule=datamodule, ckpt_path=resume)
+        train_seconds = time.perf_counter() - started
+        best = trainer.checkpoint_callback.best_model_path if trainer.checkpoint_callback else ""
+        ckpt = best or None
+        val = trainer.validate(module, datamodule=datamodule, ckpt_path=ckpt, verbose=False)[0]
+        test = trainer.test(module, datamodule=datamodule, ckpt_path=ckpt, verbose=False)[0]
+    except Exception as err:  # a crash mid-training is recorded, then re-raised
+        record.update(status="failed", error=f"{type(err).__name__}: {err}")
+        write_json_atomic(output_dir / RESULTS_FILE, record)
+        raise
+    throughput = next(c for c in callbacks if isinstance(c, TrainThroughput))
+    record.update(
+        status="complete",
+        error=None,
+        best_epoch=_checkpoint_epoch(best),
+        epochs_trained=trainer.current_epoch,
+        metrics={"val": _nest(val, "val"), "test": _nest(test, "test")},
+        timing={
+            "train_seconds": round(train_seconds, 3),
+            "train_samples_per_second": round(throughput.samples_per_second, 1),
+        },
+        weights={"final": module.weighting.weights(), "per_epoch": module.weight_history},
+        train_loss_per_epoch=module.loss_history,
+    )
+    write_json_atomic(output_dir / RESULTS_FILE, record)
+    return record
+
+
+def _resumable_checkpoint(output_dir: Path, digest: str) -> str | None:
+    last = output_dir / "checkpoints" / "last.ckpt"
+    previous = output_dir / HASH_FILE
+    if last.exists() and previous.exists() and previous.read_text().strip() == digest:
+        log.info("resuming interrupted training from %s", last)
+        return str(last)
+    return None
+
+
+def _checkpoint_epoch(path: str) -> int | None:
+    if not path:
+        return None
+    return int(torch.load(path, map_location="cpu", weights_only=False)["epoch"])
+
+
+def _nest(flat: dict[str, float], split: str) -> dict[str, dict[str, float]]:
+    """{"val/income/auc": x} -> {"income": {"auc": x}}."""
+    nested: dict[str, dict[str, float]] = {}
+    for key, value in flat.items():
+        prefix, task, metric = key.split("/", 2)
+        if prefix == split:
+            nested.setdefault(task, {})[metric] = float(value)
+    return nested
+
+
+def _versions() -> dict[str, str]:
+    import hydra as _hydra
+    import torchmetrics
+
+    return {
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "lightning": L.__version__,
+        "hydra": _hydra.__version__,
+        "torchmetrics": torchmetrics.__version__,
+        "mtlrec": mtlrec.__version__,
+    }
+
+
+def format_metrics(record: dict[str, Any]) -> str:
+    """A small per-task table of validation and test metrics."""
+    rows = [f"{'task':<14}{'metric':<10}{'val':>10}{'test':>10}"]
+    for task, metrics in record["metrics"]["test"].items():
+        for name, value in metrics.items():
+            val = record["metrics"]["val"].get(task, {}).get(name, float("nan"))
+            rows.append(f"{task:<14}{name:<10}{val:>10.4f}{value:>10.4f}")
+    return "\n".join(rows)
+
+
+def selection_value(record: dict[str, Any]) -> float:
+    """The main task's validation selection metric (what a sweeper optimises)."""
+    task = record["main_task"]
+    metric = record["selection"]["monitor"].split("/", 2)[2]
+    return float(record["metrics"]["val"][task][metric])
+
+
+@hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="config")
+def main(cfg: DictConfig) -> float:
+    hydra_cfg = HydraConfig.get()
+    record = run(cfg, hydra_cfg.runtime.output_dir, list(hydra_cfg.overrides.task))
+    if cfg.get("print_results", True):
+        print(f"\n{cfg.arch._target_.rsplit('.', 1)[-1]} on {record['config']['data']['_target_'].rsplit('.', 1)[-1]}"
+              f" (best epoch {record['best_epoch']}, {record['timing']['train_seconds']:.1f}s):")
+        print(format_metrics(record))
+        print(f"results: {Path(hydra_cfg.runtime.output_dir) / RESULTS_FILE}")
+    return selection_value(record)
+
+
+if __name__ == "__main__":
+    main()

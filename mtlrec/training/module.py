@@ -1,0 +1,144 @@
+"""One LightningModule for every architecture and every weighting.
+
+It computes per-task losses on each task's own sample space, hands them to the weighting (which
+fills the gradients), and steps the optimizer. It never asks which architecture or weighting it
+holds: what it needs comes through :class:`Architecture` and :class:`Weighting`.
+Manual optimisation is used for every scheme, so loss-based and gradient-based weightings take the
+same path.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Mapping
+from functools import partial
+
+import lightning as L
+import torch
+from torch import Tensor, nn
+
+from mtlrec.data.schema import Schema
+from mtlrec.models.base import Architecture, TaskOutputs
+from mtlrec.training.objectives import objective_for
+from mtlrec.weighting.base import Weighting
+
+OptimizerFactory = Callable[[Iterable[nn.Parameter]], torch.optim.Optimizer]
+SPLITS = ("val", "test")
+
+
+class MultiTaskModule(L.LightningModule):
+    def __init__(
+        self,
+        schema: Schema,
+        architecture: Architecture,
+        weighting: Weighting,
+        optimizer: OptimizerFactory = partial(torch.optim.Adam, lr=1e-3),
+        labelled_counts: Mapping[str, int] | None = None,
+    ):
+        super().__init__()
+        self.automatic_optimization = False
+        self.schema = schema
+        self.architecture = architecture
+        self.weighting = weighting
+        self.optimizer_factory = optimizer
+        self.objectives = {t.name: objective_for(t) for t in schema.tasks}
+        self.metrics = nn.ModuleDict(
+            {
+                split: nn.ModuleDict({t: nn.ModuleDict(obj.metrics()) for t, obj in self.objectives.items()})
+                for split in SPLITS
+            }
+        )
+        counts = dict(labelled_counts or {t: 1 for t in schema.task_names})
+        self.weighting.setup(
+            schema.task_names, architecture.shared_model(), counts, task_kinds={t.name: t.kind for t in schema.tasks}
+        )
+        self._epoch_loss: dict[str, Tensor] = {}
+        self._epoch_weights: dict[str, float] = {}
+        self._epoch_steps = 0
+        self.weight_history: list[dict[str, float]] = []
+        self.loss_history: list[dict[str, float]] = []
+
+    @property
+    def selection(self) -> tuple[str, str]:
+        """(monitored key, mode): the main task's validation selection metric."""
+        metric, mode = self.objectives[self.schema.main_task].selection
+        return f"val/{self.schema.main_task}/{metric}", mode
+
+    def forward(self, batch: dict) -> TaskOutputs:
+        return self.architecture(batch)
+
+    # -- losses ------------------------------------------------------------------------------
+    def task_losses(self, outputs: TaskOutputs, batch: dict) -> dict[str, Tensor]:
+        """Mean loss per task over the rows in its sample space (all rows when unmasked)."""
+        losses = {}
+        for task, objective in self.objectives.items():
+            logits, target = outputs.logits[task], batch["labels"][task]
+            mask = batch["masks"].get(task)
+            if mask is not None:
+                logits, target = logits[mask], target[mask]
+            # an all-masked batch contributes zero loss but keeps the graph connected
+            losses[task] = objective.loss(logits, target) if target.numel() else logits.sum() * 0.0
+        return losses
+
+    # -- training ----------------------------------------------------------------------------
+    def configure_optimizers(self) -> torch.optim.Optimizer:
+        # only the architecture: a weighting's learnable weights have their own optimizer
+        return self.optimizer_factory(self.architecture.parameters())
+
+    def training_step(self, batch: dict, batch_idx: int) -> None:
+        losses = self.task_losses(self(batch), batch)
+        optimizer = self.optimizers()
+        optimizer.zero_grad(set_to_none=True)
+        self.weighting.backward(losses, self.manual_backward)
+        optimizer.step()
+        weights = self.weighting.weights()
+        self._accumulate(losses, weights)
+        self.log_dict({f"weight/{t}": w for t, w in weights.items()}, on_step=True, on_epoch=False)
+        self.log("train/loss", sum(l.detach() for l in losses.values()), on_step=True, on_epoch=False, prog_bar=True)
+
+    def _accumulate(self, losses: Mapping[str, Tensor], weights: Mapping[str, float]) -> None:
+        for t, loss in losses.items():
+            self._epoch_loss[t] = self._epoch_loss.get(t, 0.0) + loss.detach()
+            self._epoch_weights[t] = self._epoch_weights.get(t, 0.0) + weights[t]
+        self._epoch_steps += 1
+
+    def on_train_epoch_end(self) -> None:
+        if not self._epoch_steps:
+            return
+        mean_losses = {t: float(v) / self._epoch_steps for t, v in self._epoch_loss.items()}
+        self.weight_history.append({t: v / self._epoch_steps for t, v in self._epoch_weights.items()})
+        self.loss_history.append(mean_losses)
+        self.log_dict({f"train/{t}/loss": v for t, v in mean_losses.items()})
+        self.weighting.on_train_epoch_end(mean_losses)
+        self._epoch_loss, self._epoch_weights, self._epoch_steps = {}, {}, 0
+
+    # -- evaluation --------------------------------------------------------------------------
+    def _update_metrics(self, split: str, batch: dict) -> None:
+        outputs = self(batch)
+        for task, objective in self.objectives.items():
+            logits, target = outputs.logits[task], batch["labels"][task]
+            mask = batch["masks"].get(task)
+            if mask is not None:
+                logits, target = logits[mask], target[mask]
+            if target.numel():
+                objective.update(self.metrics[split][task], logits, target)
+
+    def _log_metrics(self, split: str) -> None:
+        values = {}
+        for task, collection in self.metrics[split].items():
+            for name, metric in collection.items():
+                if metric.update_count:
+                    values[f"{split}/{task}/{name}"] = metric.compute()
+                metric.reset()
+        self.log_dict(values)
+
+    def validation_step(self, batch: dict, batch_idx: int) -> None:
+        self._update_metrics("val", batch)
+
+    def on_validation_epoch_end(self) -> None:
+        self._log_metrics("val")
+
+    def test_step(self, batch: dict, batch_idx: int) -> None:
+        self._update_metrics("test", batch)
+
+    def on_test_epoch_end(self) -> None:
+        self._log_metrics("test")

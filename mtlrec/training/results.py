@@ -1,0 +1,102 @@
+"""``results.json``: the one record a run leaves behind, and the only thing ``mtlrec-report`` reads.
+
+Format (version 1)::
+
+    {
+      "format": 1,
+      "status": "complete" | "failed",
+      "error": null | "<message>",               # for failed runs
+      "config": {...resolved Hydra config...},
+      "config_hash": "<sha256 of the canonical JSON of the config, minus run-location keys>",
+      "overrides": ["arch=mmoe", "seed=3", ...],   # Hydra task overrides (the swept factors)
+      "seed": 3,
+      "main_task": "income",
+      "selection": {"monitor": "val/income/auc", "mode": "max"},
+      "git_commit": "<sha or null>",
+      "versions": {"python": ..., "torch": ..., "lightning": ..., "mtlrec": ...},
+      "num_parameters": 12345,
+      "best_epoch": 7,
+      "metrics": {"val": {"income": {"auc": 0.95, "logloss": 0.12}, ...},
+                  "test": {...}},
+      "timing": {"train_seconds": 61.2, "train_samples_per_second": 30000.0},
+      "weights": {"final": {"income": 1.0, ...}, "per_epoch": [{"income": 1.0, ...}, ...]}
+    }
+
+Written atomically (temporary file in the same folder, then ``os.replace``) so a killed run leaves
+either the old file or the complete new one, never half a file.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import subprocess
+import tempfile
+from pathlib import Path
+from typing import Any
+
+RESULTS_FILE = "results.json"
+FORMAT_VERSION = 1
+
+# Keys that say *where* a run lives, not *what* it computes: they never change the config hash.
+_LOCATION_KEYS = ("paths", "hydra")
+
+
+def write_json_atomic(path: str | os.PathLike, payload: Any) -> None:
+    """Write JSON to ``path`` via a temporary sibling file and an atomic rename."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w") as fh:
+            json.dump(payload, fh, indent=2, sort_keys=True, default=_json_default)
+            fh.write("\n")
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def _json_default(obj: Any) -> Any:
+    if hasattr(obj, "item"):
+        return obj.item()
+    if isinstance(obj, Path):
+        return str(obj)
+    raise TypeError(f"cannot write {type(obj).__name__} to JSON")
+
+
+def config_hash(config: dict[str, Any]) -> str:
+    """A stable hash of what a run computes (its resolved config without location keys)."""
+    core = {k: v for k, v in config.items() if k not in _LOCATION_KEYS}
+    canonical = json.dumps(core, sort_keys=True, default=str, separators=(",", ":"))
+    return hashlib.sha256(canonical.encode()).hexdigest()[:16]
+
+
+def read_results(run_dir: str | os.PathLike) -> dict[str, Any] | None:
+    """The run's results, or ``None`` when absent or unreadable (e.g. a half-copied file)."""
+    path = Path(run_dir) / RESULTS_FILE
+    try:
+        return json.loads(path.read_text())
+    except (FileNotFoundError, json.JSONDecodeError):
+        return None
+
+
+def is_complete(run_dir: str | os.PathLike, expected_hash: str) -> bool:
+    """True when ``run_dir`` already holds a complete result for exactly this config."""
+    res = read_results(run_dir)
+    return bool(res) and res.get("status") == "complete" and res.get("config_hash") == expected_hash
+
+
+def git_commit(start: str | os.PathLike | None = None) -> str | None:
+    """The commit of the source tree mtlrec runs from (``None`` outside a git checkout)."""
+    where = Path(start) if start else Path(__file__).resolve().parent
+    try:
+        out = subprocess.run(
+            ["git", "rev-parse", "HEAD"], cwd=where, capture_output=True, text=True, timeout=5, check=True
+        )
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return out.stdout.strip() or None

@@ -1,0 +1,81 @@
+"""The one interface through which per-task losses become a parameter update.
+
+The training module never asks which weighting it holds: it computes the per-task losses, calls
+:meth:`Weighting.backward`, then steps the model's optimizer. A weighting with learnable weights
+owns them (as parameters of this module) *and* their optimizer, so its learning rate never leaks
+into the model's optimizer and vice versa.
+
+Gradient-based schemes get what they need from :class:`SharedModel`: the shared parameters
+(for gradient aggregation) and the last shared layer (for GradNorm).
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor, nn
+
+BackwardFn = Callable[[Tensor], None]
+
+
+@dataclass
+class SharedModel:
+    """What a weighting may know about the architecture (a view, not a submodule).
+
+    ``shared_parameters``: parameters used by more than one task (empty for independent nets).
+    ``last_shared_parameters``: the weights W of the last shared layer (GradNorm's W), or empty.
+    ``task_parameters``: every other parameter; each element of it is used by one task only
+    (towers, MMoE gates, PLE task experts — several tasks' experts may sit stacked in one tensor,
+    which is why this is a flat list rather than a per-task dict).
+    """
+
+    shared_parameters: list[nn.Parameter]
+    last_shared_parameters: list[nn.Parameter]
+    task_parameters: list[nn.Parameter]
+
+
+class Weighting(nn.Module, ABC):
+    """Base class: combine per-task losses into gradients on the model's parameters.
+
+    Lifecycle, driven by the training module:
+      ``setup(task_names, model, labelled_counts)`` once before training;
+      ``backward(losses, backward_fn)`` every training step (fills ``.grad`` of model parameters,
+      and updates the weighting's own learnable weights, if any);
+      ``on_train_epoch_end(epoch_mean_losses)`` at the end of each training epoch.
+    ``backward_fn`` is the trainer's backward (Lightning's ``manual_backward``) to be used for the
+    final scalar, so precision plugins and strategies keep working.
+    """
+
+    def setup(
+        self,
+        task_names: Sequence[str],
+        model: SharedModel,
+        labelled_counts: Mapping[str, int],
+        *,
+        task_kinds: Mapping[str, str] | None = None,
+    ) -> None:
+        """``task_kinds`` (optional): task -> ``"binary" | "multiclass" | "regression"`` (the
+        schema's ``TaskSpec.kind``); only schemes whose form depends on the likelihood (uncertainty
+        weighting) read it."""
+        self.task_names = list(task_names)
+        self.task_kinds = dict(task_kinds) if task_kinds is not None else {}
+        self._model = model  # plain attribute: a view, never registered as a submodule
+
+    @abstractmethod
+    def backward(self, losses: Mapping[str, Tensor], backward_fn: BackwardFn) -> None:
+        """Fill gradients for one step from the per-task (scalar) losses."""
+
+    def weights(self) -> dict[str, float]:
+        """Current per-task weights, for logging (equal weights unless overridden)."""
+        return {t: 1.0 for t in self.task_names}
+
+    def on_train_epoch_end(self, epoch_mean_losses: Mapping[str, float]) -> None:
+        """Hook for schemes that adapt per epoch (DWA)."""
+
+
+def weighted_sum(losses: Mapping[str, Tensor], weights: Mapping[str, float | Tensor]) -> Tensor:
+    """Σ_k w_k·L_k over the tasks present in ``losses``."""
+    return torch.stack([weights[k] * v for k, v in losses.items()]).sum()
