@@ -90,6 +90,8 @@ def run(cfg: DictConfig, output_dir: str | Path, overrides: list[str] | None = N
         log.info("skipping: %s already holds complete results for this config", output_dir / RESULTS_FILE)
         return read_results(output_dir)
 
+    if cfg.get("torch_threads"):
+        torch.set_num_threads(int(cfg.torch_threads))
     L.seed_everything(cfg.seed, workers=True, verbose=False)
     datamodule = build_datamodule(cfg)  # bad data or config values fail here, before anything is written
     module = build_module(cfg, datamodule)
