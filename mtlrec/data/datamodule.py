@@ -47,6 +47,13 @@ class TabularDataModule(L.LightningDataModule):
         self.setup()
         return self.tables["train"].labelled_counts()
 
+    def transfer_batch_to_device(self, batch: dict, device, dataloader_idx: int) -> dict:
+        # Batches are gathered from CPU tensors: walking the dict to "move" them to the CPU costs
+        # time on every step for nothing, so only a real device gets Lightning's transfer.
+        if device.type == "cpu":
+            return batch
+        return super().transfer_batch_to_device(batch, device, dataloader_idx)
+
     def _loader(self, split: str, batch_size: int, shuffle: bool) -> DataLoader:
         table = self.tables[split]
         sampler = IndexBatchSampler(len(table), batch_size, shuffle=shuffle, seed=self.seed)

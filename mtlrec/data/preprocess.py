@@ -22,6 +22,21 @@ from mtlrec.data.table import TensorTable
 from mtlrec.training.results import write_json_atomic
 
 OOV = 0  # id 0 of every field is "not seen in training"
+MISSING = "<missing>"  # a missing categorical value is a category of its own
+
+
+def category_keys(values: pd.Series) -> pd.Series:
+    """Categorical values as stable string keys.
+
+    An integer-coded column that has a gap in one split is float there (1 -> 1.0): keys are made
+    from the integer form so "1" in training still matches that split's "1.0".
+    """
+    if pd.api.types.is_float_dtype(values):
+        present = values.dropna()
+        if len(present) and bool((present == np.round(present)).all()):
+            values = values.astype("Int64")
+    keys = values.astype(str)
+    return keys.where(values.notna(), MISSING)
 
 
 def _signed_log1p(x: np.ndarray) -> np.ndarray:
@@ -41,7 +56,7 @@ class Preprocessor:
     def fit(self, train: pd.DataFrame, split: str = "train") -> "Preprocessor":
         self._require_columns(train, [f.name for f in self.schema.features], split)
         for f in self.schema.categorical:
-            counts = train[f.name].astype(str).value_counts()
+            counts = category_keys(train[f.name]).value_counts()
             kept = counts[counts >= self.min_count].index
             self.vocabularies[f.name] = sorted(map(str, kept))
         for f in self.schema.numeric:
@@ -71,7 +86,7 @@ class Preprocessor:
         offsets = np.cumsum([0] + self.field_sizes[:-1])
         cat = np.empty((n, len(self.schema.categorical)), dtype=np.int64)
         for j, f in enumerate(self.schema.categorical):
-            codes = pd.Categorical(frame[f.name].astype(str), categories=self.vocabularies[f.name]).codes
+            codes = pd.Categorical(category_keys(frame[f.name]), categories=self.vocabularies[f.name]).codes
             cat[:, j] = codes.astype(np.int64) + 1 + offsets[j]  # unseen -> -1 -> OOV (0)
         num = np.empty((n, len(self.schema.numeric)), dtype=np.float32)
         for j, f in enumerate(self.schema.numeric):
@@ -147,6 +162,12 @@ class Preprocessor:
         pre = cls(schema, min_count=state["min_count"])
         pre.vocabularies = state["vocabularies"]
         pre.numeric_stats = {k: (float(v[0]), float(v[1])) for k, v in state["numeric_stats"].items()}
-        if not pre.fitted:
-            raise SchemaError(f"{path}: saved preprocessing does not match the schema's features")
+        expected = ({f.name for f in schema.categorical}, {f.name for f in schema.numeric})
+        saved = (set(pre.vocabularies), set(pre.numeric_stats))
+        if saved != expected:
+            raise SchemaError(
+                f"{path}: saved preprocessing is for categorical {sorted(saved[0])} / numeric {sorted(saved[1])}, "
+                f"but the schema has categorical {sorted(expected[0])} / numeric {sorted(expected[1])}; "
+                f"use the schema the run was trained with"
+            )
         return pre

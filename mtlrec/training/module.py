@@ -98,13 +98,6 @@ class MultiTaskModule(L.LightningModule):
             self.log_dict({f"weight/{t}": w for t, w in weights.items()}, on_step=True, on_epoch=False)
             self.log("train/loss", sum(l.detach() for l in losses.values()), on_step=True, on_epoch=False)
 
-    def transfer_batch_to_device(self, batch: dict, device: torch.device, dataloader_idx: int) -> dict:
-        # Batches are gathered from CPU tensors: walking the dict to "move" them to the CPU is
-        # pure overhead on every step, so only a real device gets Lightning's transfer.
-        if device.type == "cpu":
-            return batch
-        return super().transfer_batch_to_device(batch, device, dataloader_idx)
-
     def _accumulate(self, losses: Mapping[str, Tensor], weights: Mapping[str, float]) -> None:
         for t, loss in losses.items():
             self._epoch_loss[t] = self._epoch_loss.get(t, 0.0) + loss.detach()

@@ -39,8 +39,24 @@ from typing import Any
 RESULTS_FILE = "results.json"
 FORMAT_VERSION = 1
 
-# Keys that say *where* a run lives, not *what* it computes: they never change the config hash.
-_LOCATION_KEYS = ("paths", "hydra")
+# Keys (top-level or dotted) that say *where* a run or its data lives, or how it reports, not
+# *what* it computes: they never change the config hash, so moving the data keeps results valid.
+LOCATION_KEYS = (
+    "paths",
+    "hydra",
+    "data.root",
+    "data.download",
+    "print_results",
+    "logger",
+    "trainer.default_root_dir",
+    "trainer.enable_progress_bar",
+    "callbacks.model_checkpoint.dirpath",
+)
+
+
+def is_location_key(key: str) -> bool:
+    """True for an override key such as ``data.root`` or ``hydra.sweep.dir``."""
+    return any(key == k or key.startswith(k + ".") for k in LOCATION_KEYS)
 
 
 def write_json_atomic(path: str | os.PathLike, payload: Any) -> None:
@@ -49,6 +65,7 @@ def write_json_atomic(path: str | os.PathLike, payload: Any) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
+        os.chmod(tmp, 0o666 & ~_current_umask())  # mkstemp's 0600 would outlive the rename
         with os.fdopen(fd, "w") as fh:
             json.dump(payload, fh, indent=2, sort_keys=True, default=_json_default)
             fh.write("\n")
@@ -58,6 +75,12 @@ def write_json_atomic(path: str | os.PathLike, payload: Any) -> None:
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def _current_umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
 
 
 def _json_default(obj: Any) -> Any:
@@ -70,9 +93,15 @@ def _json_default(obj: Any) -> Any:
 
 def config_hash(config: dict[str, Any]) -> str:
     """A stable hash of what a run computes (its resolved config without location keys)."""
-    core = {k: v for k, v in config.items() if k not in _LOCATION_KEYS}
+    core = _without_keys(config, "")
     canonical = json.dumps(core, sort_keys=True, default=str, separators=(",", ":"))
     return hashlib.sha256(canonical.encode()).hexdigest()[:16]
+
+
+def _without_keys(node: Any, prefix: str) -> Any:
+    if not isinstance(node, dict):
+        return node
+    return {k: _without_keys(v, f"{prefix}{k}.") for k, v in node.items() if not is_location_key(f"{prefix}{k}")}
 
 
 def read_results(run_dir: str | os.PathLike) -> dict[str, Any] | None:

@@ -62,7 +62,9 @@ class CrossStitch(Architecture):
         return self.outputs({t: self.towers[t](h[:, k]) for k, t in enumerate(self.task_names)})
 
     def task_specific_modules(self) -> list[nn.Module]:
-        return [self.columns, self.towers]
+        # every stitch mixes all columns into every task, so each column serves all tasks:
+        # only the towers are task-specific
+        return [self.towers]
 
     def last_shared_parameters(self) -> list[nn.Parameter]:
         return [self.stitches[-1].alpha]

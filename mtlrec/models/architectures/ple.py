@@ -106,8 +106,16 @@ class PLE(Architecture):
         return self.outputs(logits, gates)
 
     def task_specific_modules(self) -> list[nn.Module]:
-        per_level = [m for level in self.levels for m in (level.task_experts, level.task_gates)]
-        return per_level + [self.towers]
+        """Only what no other task's loss can reach.
+
+        Task experts below the last level feed that level's shared gate, hence every task; a task
+        gate at level l feeds level l+1's task experts, which are task-specific only if l+1 is
+        the last level. So: the last level's task experts and the last two levels' task gates.
+        """
+        last = len(self.levels) - 1
+        modules: list[nn.Module] = [self.levels[last].task_experts, self.towers]
+        modules += [level.task_gates for i, level in enumerate(self.levels) if i >= last - 1]
+        return modules
 
     def last_shared_parameters(self) -> list[nn.Parameter]:
         return self.levels[-1].shared_experts.last_layer_parameters()

@@ -1,0 +1,171 @@
+"""Gradient aggregation on the shared parameters through TorchJD (Jacobian descent).
+
+The per-task losses' Jacobian with respect to the shared parameters (one row per task) is computed
+with ``torchjd.autojac.backward`` and reduced to one gradient by a TorchJD aggregator
+(``torchjd.autojac.jac_to_grad``), which *adds* it to the shared parameters' ``.grad``. Every other
+parameter (the task-specific ones) gets the plain gradient of ``Σ_k L_k``.
+
+The aggregator is chosen by Hydra on the aggregator itself, e.g.::
+
+    _target_: mtlrec.weighting.aggregation.AggregationWeighting
+    aggregator:
+      _target_: torchjd.aggregation.UPGrad
+
+Any ``torchjd.aggregation.Aggregator`` works (PCGrad, MGDA, CAGrad, UPGrad, IMTLG, DualProj,
+AlignedMTL, NashMTL, ...). Aggregators whose constructor needs the number of tasks (NashMTL's
+``n_tasks``) are given as a factory (``_partial_: true``); :meth:`setup` calls it, passing
+``n_tasks`` when the factory's signature has that parameter. Stateful aggregators
+(``torchjd.Stateful``, e.g. NashMTL) are ``reset()`` in :meth:`setup`, so that no state leaks
+between runs.
+
+Mechanics of one step (the caller has zeroed the gradients):
+  1. ``autojac.backward(losses, inputs=shared, retain_graph=True)`` fills ``.jac`` of the shared
+     parameters;
+  2. ``backward_fn(Σ_k L_k)`` fills every parameter's ``.grad``; the shared parameters' ``.grad``
+     are detached beforehand and restored afterwards, so this pass only contributes to the
+     non-shared parameters (it is the one pass that goes through the trainer's backward);
+  3. ``jac_to_grad(shared, aggregator)`` adds the aggregated gradient to the shared ``.grad``.
+Cost: the Jacobian pass (T vectorised backward passes) plus one ordinary backward.
+With no shared parameters (independent networks) the scheme is exactly ``backward_fn(Σ_k L_k)``.
+
+Limitations: the shared gradient bypasses ``backward_fn``, so a precision plugin's loss scaling
+(fp16 ``GradScaler``) would not apply to it — use fp32 or bf16 with these schemes; likewise DDP's
+gradient all-reduce would not see it (single-device training). Jacobian rows are the tasks present
+in ``losses`` whose loss is not exactly 0 (an all-masked batch); NashMTL's ``n_tasks`` is fixed,
+so it always gets one row per task (with a zero row it still returns a finite direction).
+"""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Callable, Mapping, Sequence
+
+import torch
+from torch import Tensor
+from torchjd import Stateful
+from torchjd.aggregation import Aggregator
+from torchjd.autojac import backward as jac_backward
+from torchjd.autojac import jac_to_grad
+
+from .base import BackwardFn, SharedModel, Weighting
+
+AggregatorSpec = Aggregator | Callable[..., Aggregator] | Mapping
+
+
+def _build_aggregator(spec: AggregatorSpec, n_tasks: int) -> Aggregator:
+    if isinstance(spec, Aggregator):
+        return spec
+    if isinstance(spec, Mapping):  # an un-instantiated Hydra node (e.g. _recursive_=False)
+        from hydra.utils import instantiate
+
+        spec = instantiate(spec, _partial_=True)
+    if not callable(spec):
+        raise TypeError(
+            f"weighting.aggregator must be a torchjd Aggregator or a factory of one, got {spec!r}"
+        )
+    try:
+        params = inspect.signature(spec).parameters
+    except (TypeError, ValueError):
+        params = {}
+    agg = spec(n_tasks=n_tasks) if "n_tasks" in params else spec()
+    if not isinstance(agg, Aggregator):
+        raise TypeError(f"weighting.aggregator built {agg!r}, not a torchjd Aggregator")
+    return agg
+
+
+class AggregationWeighting(Weighting):
+    """Jacobian-descent weighting; see the module docstring.
+
+    ``aggregator``: a ``torchjd.aggregation.Aggregator`` instance, or a factory of one (Hydra
+    ``_partial_: true``), called in :meth:`setup` with ``n_tasks`` if it accepts it.
+    ``parallel_chunk_size``: forwarded to ``torchjd.autojac.backward`` (``None``: all rows at
+    once via ``vmap``; 1: sequential, for models ``vmap`` cannot handle).
+    ``optimize_gramian_computation``: forwarded to ``jac_to_grad`` (memory saving for
+    Gramian-based aggregators such as UPGrad, MGDA, PCGrad, CAGrad).
+    """
+
+    def __init__(
+        self,
+        aggregator: AggregatorSpec,
+        parallel_chunk_size: int | None = None,
+        optimize_gramian_computation: bool = False,
+    ) -> None:
+        super().__init__()
+        if isinstance(aggregator, Aggregator):
+            self.aggregator: Aggregator | None = aggregator
+            self._aggregator_spec: AggregatorSpec | None = None
+        else:  # a factory (or config node), built in setup once the number of tasks is known
+            self.aggregator = None
+            self._aggregator_spec = aggregator
+        self.parallel_chunk_size = parallel_chunk_size
+        self.optimize_gramian_computation = bool(optimize_gramian_computation)
+        self._last_weights_t: tuple[list[str], Tensor] | None = None
+
+    def setup(
+        self,
+        task_names: Sequence[str],
+        model: SharedModel,
+        labelled_counts: Mapping[str, int],
+        **kwargs,
+    ) -> None:
+        super().setup(task_names, model, labelled_counts, **kwargs)
+        if self._aggregator_spec is not None:
+            self.aggregator = _build_aggregator(self._aggregator_spec, len(self.task_names))
+        if isinstance(self.aggregator, Stateful):
+            self.aggregator.reset()
+        self._shared = [p for p in model.shared_parameters if p.requires_grad]
+        self._last_weights_t = None
+
+    def backward(self, losses: Mapping[str, Tensor], backward_fn: BackwardFn) -> None:
+        present = [t for t in self.task_names if t in losses]
+        loss_list = [losses[t].reshape(()) for t in present]
+        total = torch.stack(loss_list).sum()
+        if not self._shared:
+            backward_fn(total)
+            self._last_weights_t = None
+            return
+
+        # A task whose loss is exactly 0 had no labelled rows in the batch (the training module
+        # returns 0·logits then): its Jacobian row is 0 by absence, not by optimality, and would
+        # e.g. zero MGDA's min-norm direction. Its row is dropped, unless the aggregator was built
+        # for a fixed number of rows (``n_tasks``, NashMTL), which then sees the zero row.
+        if getattr(self.aggregator, "n_tasks", None) is None:
+            keep = [j for j, v in enumerate(loss_list) if v.detach().item() != 0.0]
+            present = [present[j] for j in keep]
+            loss_list = [loss_list[j] for j in keep]
+        if not loss_list:
+            backward_fn(total)
+            self._last_weights_t = None
+            return
+
+        jac_backward(
+            loss_list,
+            inputs=self._shared,
+            retain_graph=True,
+            parallel_chunk_size=self.parallel_chunk_size,
+        )
+        # Plain Σ L_k for the non-shared parameters; shared .grad set aside so it is untouched.
+        saved = [p.grad for p in self._shared]
+        for p in self._shared:
+            p.grad = None
+        try:
+            backward_fn(total)
+        finally:
+            for p, g in zip(self._shared, saved, strict=True):
+                p.grad = g
+        if self.optimize_gramian_computation:
+            w = jac_to_grad(self._shared, self.aggregator, optimize_gramian_computation=True)
+        else:
+            w = jac_to_grad(self._shared, self.aggregator)
+        self._last_weights_t = (present, w.detach()) if w is not None else None
+
+    def weights(self) -> dict[str, float]:
+        """The aggregator's weights on the task gradients at the last step (shared parameters):
+        0 for a task whose row was dropped (zero loss); 1 for every task before the first step or
+        with an aggregator that is not a weighted combination of the rows."""
+        if self._last_weights_t is None:
+            return {t: 1.0 for t in self.task_names}
+        present, w = self._last_weights_t
+        out = {t: 0.0 for t in self.task_names}
+        out.update(zip(present, w.tolist(), strict=True))
+        return out

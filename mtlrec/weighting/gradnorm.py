@@ -1,0 +1,204 @@
+"""GradNorm (Chen, Badrinarayanan, Lee & Rabinovich, ICML 2018), Algorithm 1.
+
+Per step, with W the weights of the last shared layer (``SharedModel.last_shared_parameters``):
+
+  ``G_i  = ‖∇_W (w_i·L_i)‖₂ = w_i·‖∇_W L_i‖₂``     (w_i > 0)
+  ``Ḡ    = mean_i G_i``
+  ``L̃_i  = L_i(t) / L_i(0)``                       (L_i(0): the task's loss at its first step)
+  ``r_i  = L̃_i / mean_j L̃_j``
+  ``L_grad = Σ_i |G_i − Ḡ·r_i^α|₁``                 (targets ``Ḡ·r_i^α`` held constant)
+
+The model gets the gradient of ``Σ_i w_i(t)·L_i`` (weights detached) through one ``backward_fn``
+call; the weights get ``∂L_grad/∂w_i = sign(G_i − target_i)·‖∇_W L_i‖`` and are stepped by this
+module's own optimizer (default Adam, lr 0.025), then renormalised so that ``Σ_i w_i = T``.
+
+Cost: ``‖∇_W L_i‖`` comes from ``torch.autograd.grad(L_i, W, retain_graph=True)``, which only
+traverses the graph between the losses and W (the task heads and the last shared layer), never the
+rest of the trunk; because ``G_i`` is linear in ``w_i`` no second-order graph is needed.
+
+Positivity. The paper's update followed by renormalisation does not keep ``w_i > 0``: when one
+task's gradient norm is ~100× another's, a single (SGD-like) step ``η·‖∇_W L_i‖`` can exceed
+``w_i`` and renormalising a negative weight keeps it negative (a negative weight means gradient
+*ascent* on that task). Fix: after the optimizer step, each weight is clamped to a small positive
+floor ``min_weight`` (default 1e-3, i.e. 1/1000 of the mean weight) *before* renormalising. This
+keeps the paper's update exactly whenever the step stays positive (the common case), unlike a
+``softmax``/``exp`` reparametrisation, which changes the update geometry on every step. The floor
+does not absorb: at the floor ``G_i = min_weight·‖∇_W L_i‖`` is below its target unless the task is
+far ahead of the others, so ``∂L_grad/∂w_i < 0`` pushes the weight back up.
+
+A task whose loss is exactly 0 in a step (no labelled rows in the batch: the training module
+returns ``0·logits``) is left out of that step's Ḡ, mean loss ratio and L_grad, and its L_i(0) is
+recorded at its first step with a non-zero loss. Tasks missing from ``losses`` are left out too.
+
+No shared layer (``last_shared_parameters`` empty, e.g. independent single-task networks): there is
+no common W to balance gradients on, so the weights stay at 1 (plain sum of the losses) and a
+warning is issued once.
+"""
+
+from __future__ import annotations
+
+import copy
+import warnings
+from collections.abc import Callable, Iterable, Mapping, Sequence
+
+import torch
+from torch import Tensor, nn
+
+from .base import BackwardFn, SharedModel, Weighting
+
+OptimizerFactory = Callable[[Iterable[nn.Parameter]], torch.optim.Optimizer]
+
+
+def _acc(t: Tensor) -> Tensor:
+    """At least float32 (half-precision gradients/losses are upcast; float64 is kept)."""
+    return t.to(torch.promote_types(t.dtype, torch.float32))
+
+
+class GradNormWeighting(Weighting):
+    """GradNorm; see the module docstring.
+
+    ``alpha``: restoring-force asymmetry (paper default 1.5; 0.12 in its toy example).
+    ``lr``: learning rate of the default Adam optimizer on the weights (ignored when
+    ``optimizer`` — a factory taking the parameters, e.g. a Hydra ``_partial_`` optimizer — is given).
+    ``min_weight``: positivity floor applied before renormalisation (must be > 0).
+    """
+
+    def __init__(
+        self,
+        alpha: float = 1.5,
+        lr: float = 0.025,
+        min_weight: float = 1e-3,
+        optimizer: OptimizerFactory | None = None,
+    ) -> None:
+        super().__init__()
+        if min_weight <= 0:
+            raise ValueError(f"weighting.min_weight must be > 0, got {min_weight}")
+        self.alpha = float(alpha)
+        self.lr = float(lr)
+        self.min_weight = float(min_weight)
+        self._optimizer_factory = optimizer
+        self._opt: torch.optim.Optimizer | None = None
+        self._pending_opt_state: dict | None = None
+        self._warned_no_shared = False
+        self._last: tuple | None = None
+
+    def setup(
+        self,
+        task_names: Sequence[str],
+        model: SharedModel,
+        labelled_counts: Mapping[str, int],
+        **kwargs,
+    ) -> None:
+        super().setup(task_names, model, labelled_counts, **kwargs)
+        n = len(self.task_names)
+        self.task_weights = nn.Parameter(torch.ones(n))
+        # L_i(0); NaN until the task's first step. A buffer so it is checkpointed with the weights.
+        self.register_buffer("initial_losses", torch.full((n,), float("nan")))
+        self._opt = None
+        self._warned_no_shared = False
+        self._last = None
+
+    def _make_optimizer(self) -> torch.optim.Optimizer:
+        if self._optimizer_factory is not None:
+            opt = self._optimizer_factory([self.task_weights])
+        else:
+            opt = torch.optim.Adam([self.task_weights], lr=self.lr)
+        if self._pending_opt_state is not None:  # restored from a checkpoint
+            opt.load_state_dict(self._pending_opt_state)
+            self._pending_opt_state = None
+        return opt
+
+    # The weights' optimizer state travels with the module's state_dict (checkpoint resume).
+    def get_extra_state(self) -> dict:
+        opt = self._opt.state_dict() if self._opt is not None else self._pending_opt_state
+        return {"optimizer": opt}
+
+    def set_extra_state(self, state: dict) -> None:
+        # a copy: the source may be a live optimizer that keeps stepping
+        self._pending_opt_state = copy.deepcopy(state.get("optimizer"))
+        self._opt = None
+
+    def backward(self, losses: Mapping[str, Tensor], backward_fn: BackwardFn) -> None:
+        idx = [i for i, t in enumerate(self.task_names) if t in losses]
+        present = [self.task_names[i] for i in idx]
+        w_all = self.task_weights
+        last_shared = [p for p in self._model.last_shared_parameters if p.requires_grad]
+
+        if not last_shared:
+            if not self._warned_no_shared:
+                warnings.warn(
+                    "GradNorm: the architecture has no shared layer (last_shared_parameters is "
+                    "empty); task weights stay fixed at 1",
+                    stacklevel=2,
+                )
+                self._warned_no_shared = True
+            backward_fn(torch.stack([losses[t].reshape(()) for t in present]).sum())
+            return
+
+        # ‖∇_W L_i‖ for each task present, on W only (graph kept for the model's backward).
+        norms = []
+        for t in present:
+            grads = torch.autograd.grad(
+                losses[t], last_shared, retain_graph=True, allow_unused=True
+            )
+            sq = sum(
+                (_acc(g.detach()).pow(2).sum() for g in grads if g is not None),
+                torch.zeros((), device=w_all.device),
+            )
+            norms.append(sq.sqrt())
+        norms_t = torch.stack(norms).to(device=w_all.device, dtype=w_all.dtype)
+
+        index = torch.tensor(idx, device=w_all.device)
+        loss_vals = torch.stack([_acc(losses[t].detach()).reshape(()) for t in present]).to(
+            device=w_all.device, dtype=self.initial_losses.dtype
+        )
+        # A task whose loss is exactly 0 had no labelled rows in the batch (the training module
+        # returns 0·logits then): it takes no part in this step's GradNorm update. Masks, not
+        # Python branches, so no device sync per step.
+        valid = loss_vals > 0
+        with torch.no_grad():
+            init = self.initial_losses.index_select(0, index)
+            init = torch.where(torch.isnan(init) & valid, loss_vals, init)  # L_i(0): first step
+            self.initial_losses.index_copy_(0, index, init)
+
+        w = w_all.index_select(0, index)
+
+        # Model gradient: Σ w_i(t)·L_i with the current weights held constant.
+        stacked = torch.stack([losses[t].reshape(()) for t in present])
+        backward_fn((w.detach().to(stacked.dtype) * stacked).sum())
+
+        # GradNorm loss on the weights (targets constant), over the valid tasks.
+        vf = valid.to(w.dtype)
+        n_valid = vf.sum().clamp_min(1.0)
+        g = w * norms_t  # G_i = w_i‖∇_W L_i‖  (w_i > 0)
+        with torch.no_grad():
+            safe_init = torch.where(valid, init, torch.ones_like(init))
+            ratio = torch.where(valid, loss_vals / safe_init, torch.zeros_like(loss_vals))  # L̃_i
+            r = ratio / ((ratio * vf).sum() / n_valid).clamp_min(torch.finfo(ratio.dtype).tiny)
+            g_bar = (g * vf).sum() / n_valid
+            target = g_bar * r.pow(self.alpha)
+        l_grad = ((g - target).abs() * vf).sum()
+
+        if self._opt is None:
+            self._opt = self._make_optimizer()
+        self._opt.zero_grad(set_to_none=True)
+        l_grad.backward(inputs=[w_all])
+        self._opt.step()
+        with torch.no_grad():
+            w_all.clamp_(min=self.min_weight)
+            w_all.mul_(len(self.task_names) / w_all.sum())
+
+        # Kept as tensors (no device sync per step); read through last_stats().
+        self._last = (present, norms_t, g.detach(), target, ratio, r)
+
+    def last_stats(self) -> dict[str, dict[str, float]]:
+        """Per task of the last step: ‖∇_W L_i‖, G_i, target_i, L̃_i and r_i (for tests/plots)."""
+        if self._last is None:
+            return {}
+        present, *vals = self._last
+        names = ("grad_norm", "G", "target", "loss_ratio", "r")
+        cols = [v.tolist() for v in vals]
+        return {t: {n: c[j] for n, c in zip(names, cols)} for j, t in enumerate(present)}
+
+    def weights(self) -> dict[str, float]:
+        return dict(zip(self.task_names, self.task_weights.detach().tolist(), strict=True))

@@ -1,0 +1,186 @@
+"""Shared fixtures: a tiny mixed-kind schema, a tiny raw dataset with learnable signal, the tensors
+it preprocesses to, and small-sized factories for every architecture.
+
+The tiny dataset has all three task kinds and both kinds of feature:
+
+* features ``color``, ``city`` (categorical), ``age``, ``income`` (numeric, ``income`` with log1p);
+* ``ctr`` (binary, label ``click``), ``cvr`` (binary, label ``buy``, only where ``click`` = 1),
+  ``kind`` (multiclass, 3 classes), ``spend`` (regression, only where ``click`` = 1);
+* ``user_id`` is a declared-excluded column (an identifier, never a feature).
+
+Labels of masked tasks are NaN outside their sample space, as a real dataset would have them. The
+validation split holds a city (``"zz-unseen"``) that never occurs in training.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from mtlrec.data.preprocess import Preprocessor
+from mtlrec.data.raw import RawDataset
+from mtlrec.data.schema import FeatureSpec, Schema, TaskSpec
+from mtlrec.data.table import TensorTable
+from mtlrec.models.architectures.cross_stitch import CrossStitch
+from mtlrec.models.architectures.mmoe import MMoE
+from mtlrec.models.architectures.omoe import OMoE
+from mtlrec.models.architectures.ple import CGC, PLE
+from mtlrec.models.architectures.shared_bottom import SharedBottom
+from mtlrec.models.architectures.single_task import SingleTask
+from mtlrec.models.base import Architecture
+
+# The models under test are tiny: intra-op threads only add synchronisation, and on a small shared
+# machine (2 cores, other jobs running) two spinning threads per op slow a short fit down ten-fold.
+torch.set_num_threads(1)
+
+COLORS = ("red", "green", "blue")
+CITIES = ("a", "b", "c", "d")
+UNSEEN_CITY = "zz-unseen"
+COLOR_EFFECT = {"red": 1.0, "green": -1.0, "blue": 0.0}
+CITY_KIND = {"a": 0, "b": 1, "c": 2, "d": 0, UNSEEN_CITY: 1}
+
+
+def tiny_schema_() -> Schema:
+    return Schema(
+        features=(
+            FeatureSpec("color", "categorical"),
+            FeatureSpec("city", "categorical"),
+            FeatureSpec("age", "numeric"),
+            FeatureSpec("income", "numeric", log1p=True),
+        ),
+        tasks=(
+            TaskSpec("ctr", "binary", "click"),
+            TaskSpec("cvr", "binary", "buy", mask="click"),
+            TaskSpec("kind", "multiclass", "kind", num_classes=3),
+            TaskSpec("spend", "regression", "spend", mask="click"),
+        ),
+        main_task="ctr",
+        excluded=("user_id",),
+    )
+
+
+def make_tiny_frame(n: int, rng: np.random.Generator, cities: tuple[str, ...] = CITIES) -> pd.DataFrame:
+    """``n`` rows of the tiny dataset; every label is a (noisy) function of the features."""
+    color = rng.choice(COLORS, n)
+    city = rng.choice(cities, n)
+    age = rng.normal(40.0, 10.0, n)
+    income = rng.lognormal(10.0, 1.0, n)
+    effect = np.array([COLOR_EFFECT[c] for c in color])
+    click = (0.1 * (age - 40.0) + effect + rng.normal(0.0, 0.5, n) > 0).astype(np.float64)
+    buy = np.where(click == 1, (age + rng.normal(0.0, 3.0, n) > 40.0).astype(np.float64), np.nan)
+    kind = np.array([CITY_KIND[c] for c in city], dtype=np.int64)
+    spend = np.where(click == 1, 0.05 * (age - 40.0) + effect + rng.normal(0.0, 0.1, n), np.nan)
+    return pd.DataFrame(
+        {
+            "user_id": np.arange(n),
+            "color": color,
+            "city": city,
+            "age": age,
+            "income": income,
+            "click": click,
+            "buy": buy,
+            "kind": kind,
+            "spend": spend,
+        }
+    )
+
+
+def make_tiny_raw(num_train: int = 512, num_val: int = 128, num_test: int = 128, seed: int = 0) -> RawDataset:
+    rng = np.random.default_rng(seed)
+    splits = {
+        "train": make_tiny_frame(num_train, rng),
+        "val": make_tiny_frame(num_val, rng, cities=CITIES + (UNSEEN_CITY,)),
+        "test": make_tiny_frame(num_test, rng),
+    }
+    return RawDataset(tiny_schema_(), splits, name="tiny")
+
+
+@pytest.fixture
+def tiny_schema() -> Schema:
+    return tiny_schema_()
+
+
+@pytest.fixture
+def tiny_categories() -> dict:
+    """The tiny dataset's category values: ``colors``, ``cities`` (train) and ``unseen`` (val only)."""
+    return {"colors": COLORS, "cities": CITIES, "unseen": UNSEEN_CITY}
+
+
+@pytest.fixture
+def tiny_raw() -> RawDataset:
+    return make_tiny_raw()
+
+
+@pytest.fixture
+def tiny_raw_factory() -> Callable[..., RawDataset]:
+    """``tiny_raw_factory(num_train=..., num_val=..., num_test=..., seed=...)``."""
+    return make_tiny_raw
+
+
+@pytest.fixture
+def tiny_preprocessed(tiny_raw: RawDataset) -> tuple[Preprocessor, dict[str, TensorTable]]:
+    pre = Preprocessor(tiny_raw.schema).fit(tiny_raw.splits["train"], split="train")
+    return pre, {s: pre.transform(f, split=s) for s, f in tiny_raw.splits.items()}
+
+
+@pytest.fixture
+def tiny_batch(tiny_preprocessed) -> dict:
+    """The first 32 training rows as a batch."""
+    _, tables = tiny_preprocessed
+    return tables["train"][torch.arange(32)]
+
+
+# -- architectures, sized for speed -----------------------------------------------------------
+ARCH_FACTORIES: dict[str, Callable[[Schema, list[int]], Architecture]] = {
+    "single_task": lambda s, fs: SingleTask(s, fs, embedding_dim=4, hidden_units=(16,), tower_units=(8,)),
+    "shared_bottom": lambda s, fs: SharedBottom(s, fs, embedding_dim=4, bottom_units=(16, 12), tower_units=(8,)),
+    "cross_stitch": lambda s, fs: CrossStitch(s, fs, embedding_dim=4, column_units=(16, 12), tower_units=(8,)),
+    "omoe": lambda s, fs: OMoE(s, fs, embedding_dim=4, num_experts=3, expert_units=(12,), tower_units=(8,)),
+    "mmoe": lambda s, fs: MMoE(s, fs, embedding_dim=4, num_experts=3, expert_units=(16, 12), tower_units=(8,)),
+    "cgc": lambda s, fs: CGC(s, fs, embedding_dim=4, specific_experts=2, shared_experts=2, expert_units=(12,)),
+    "ple1": lambda s, fs: PLE(s, fs, embedding_dim=4, num_levels=1, specific_experts=2, shared_experts=2, expert_units=(12,)),
+    "ple2": lambda s, fs: PLE(s, fs, embedding_dim=4, num_levels=2, specific_experts=2, shared_experts=2, expert_units=(12,)),
+    "ple3": lambda s, fs: PLE(s, fs, embedding_dim=4, num_levels=3, specific_experts=1, shared_experts=2, expert_units=(12,)),
+}
+ARCH_NAMES = tuple(ARCH_FACTORIES)
+MULTI_TASK_ARCHS = tuple(n for n in ARCH_NAMES if n != "single_task")
+
+
+@pytest.fixture
+def build_arch(tiny_preprocessed) -> Callable[..., Architecture]:
+    """``build_arch(name, schema=None, field_sizes=None, seed=0)``: a seeded small architecture."""
+    pre, _ = tiny_preprocessed
+
+    def build(name: str, schema: Schema | None = None, field_sizes: list[int] | None = None, seed: int = 0):
+        torch.manual_seed(seed)
+        return ARCH_FACTORIES[name](schema or pre.schema, field_sizes if field_sizes is not None else pre.field_sizes)
+
+    return build
+
+
+def tower_of(model: Architecture, task: str) -> torch.nn.Module:
+    """The module holding only ``task``'s head (its whole net for the single-task baseline)."""
+    if isinstance(model, SingleTask):
+        return model.nets[task]["tower"]
+    return model.towers[task]
+
+
+@pytest.fixture
+def get_tower() -> Callable[[Architecture, str], torch.nn.Module]:
+    return tower_of
+
+
+@pytest.fixture(params=ARCH_NAMES)
+def arch_name(request) -> str:
+    """Parametrises a test over every architecture (PLE with 1, 2 and 3 levels included)."""
+    return request.param
+
+
+@pytest.fixture(params=MULTI_TASK_ARCHS)
+def multi_task_arch_name(request) -> str:
+    """Every architecture that shares something between tasks."""
+    return request.param

@@ -1,0 +1,134 @@
+"""TensorTable indexing and the seeded IndexBatchSampler."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch.utils.data import DataLoader
+
+from mtlrec.data.table import IndexBatchSampler, TensorTable
+
+
+def _table(n: int = 10) -> TensorTable:
+    rows = torch.arange(n)
+    return TensorTable(
+        categorical=torch.stack([rows, rows + 100], dim=1),
+        numeric=torch.stack([rows.float(), -rows.float(), rows.float() / 2], dim=1),
+        labels={"a": rows.float() * 10, "b": rows % 3},
+        masks={"a": rows % 2 == 0},
+    )
+
+
+def test_table_indexing_returns_the_rows() -> None:
+    t = _table()
+    idx = torch.tensor([7, 0, 3, 3])
+    batch = t[idx]
+    assert batch["categorical"].tolist() == [[7, 107], [0, 100], [3, 103], [3, 103]]
+    assert batch["numeric"].tolist() == [[7.0, -7.0, 3.5], [0.0, 0.0, 0.0], [3.0, -3.0, 1.5], [3.0, -3.0, 1.5]]
+    assert batch["labels"]["a"].tolist() == [70.0, 0.0, 30.0, 30.0]
+    assert batch["labels"]["b"].tolist() == [1, 0, 0, 0]
+    assert batch["masks"]["a"].tolist() == [False, True, False, False]
+    assert set(batch) == {"categorical", "numeric", "labels", "masks"}
+
+
+def test_table_slices_are_views() -> None:
+    t = _table()
+    batch = t[slice(2, 5)]
+    assert batch["categorical"][:, 0].tolist() == [2, 3, 4]
+    assert batch["numeric"].data_ptr() == t.numeric[2:].data_ptr()
+
+
+def test_table_length_and_labelled_counts() -> None:
+    t = _table(10)
+    assert len(t) == 10
+    assert t.labelled_counts() == {"a": 5, "b": 10}
+
+
+def test_table_rejects_misaligned_groups() -> None:
+    with pytest.raises(ValueError, match="column group 'numeric' has 4 rows, expected 5"):
+        TensorTable(torch.zeros(5, 1, dtype=torch.long), torch.zeros(4, 1), {})
+    with pytest.raises(ValueError, match="column group 'y' has 3 rows, expected 5"):
+        TensorTable(torch.zeros(5, 1, dtype=torch.long), torch.zeros(5, 1), {"y": torch.zeros(3)})
+
+
+# -- sampler -----------------------------------------------------------------------------------
+def _epoch(sampler: IndexBatchSampler, epoch: int) -> list[torch.Tensor]:
+    sampler.set_epoch(epoch)
+    return list(sampler)
+
+
+@pytest.mark.parametrize("n,bs", [(100, 32), (96, 32), (7, 10), (1, 1)])
+def test_each_row_exactly_once_per_epoch(n: int, bs: int) -> None:
+    sampler = IndexBatchSampler(n, bs, shuffle=True, seed=3)
+    for epoch in range(3):
+        batches = _epoch(sampler, epoch)
+        assert len(batches) == len(sampler) == -(-n // bs)
+        assert all(b.dtype == torch.int64 for b in batches)
+        assert [len(b) for b in batches[:-1]] == [bs] * (len(batches) - 1)
+        assert torch.equal(torch.cat(batches).sort().values, torch.arange(n))
+
+
+def test_order_differs_across_epochs_and_seeds() -> None:
+    sampler = IndexBatchSampler(200, 50, shuffle=True, seed=0)
+    e0, e1 = torch.cat(_epoch(sampler, 0)), torch.cat(_epoch(sampler, 1))
+    assert not torch.equal(e0, e1)
+    assert not torch.equal(e0, torch.arange(200))
+    other_seed = torch.cat(_epoch(IndexBatchSampler(200, 50, shuffle=True, seed=1), 0))
+    assert not torch.equal(e0, other_seed)
+
+
+def test_order_is_reproducible_for_seed_and_epoch() -> None:
+    a = IndexBatchSampler(200, 64, shuffle=True, seed=7)
+    b = IndexBatchSampler(200, 64, shuffle=True, seed=7)
+    for epoch in (0, 1, 5):
+        assert all(torch.equal(x, y) for x, y in zip(_epoch(a, epoch), _epoch(b, epoch)))
+    # a resumed run (fresh sampler, set_epoch) replays the epoch's order exactly
+    first = _epoch(a, 2)
+    _epoch(a, 3)
+    assert all(torch.equal(x, y) for x, y in zip(first, _epoch(a, 2)))
+    # independent of torch's global RNG
+    torch.manual_seed(123)
+    x = _epoch(IndexBatchSampler(200, 64, shuffle=True, seed=7), 4)
+    torch.manual_seed(999)
+    y = _epoch(IndexBatchSampler(200, 64, shuffle=True, seed=7), 4)
+    assert all(torch.equal(p, q) for p, q in zip(x, y))
+
+
+def test_consecutive_iterations_without_set_epoch_still_reshuffle() -> None:
+    sampler = IndexBatchSampler(100, 100, shuffle=True, seed=0)
+    first, second = next(iter(sampler)), next(iter(sampler))
+    assert not torch.equal(first, second)
+
+
+def test_eval_mode_yields_contiguous_slices() -> None:
+    sampler = IndexBatchSampler(10, 4, shuffle=False)
+    assert list(sampler) == [slice(0, 4), slice(4, 8), slice(8, 10)]
+    sampler.set_epoch(5)
+    assert list(sampler) == [slice(0, 4), slice(4, 8), slice(8, 10)]
+    assert list(IndexBatchSampler(8, 4, shuffle=False)) == [slice(0, 4), slice(4, 8)]
+
+
+def test_drop_last() -> None:
+    sampler = IndexBatchSampler(10, 4, shuffle=True, drop_last=True)
+    batches = list(sampler)
+    assert len(sampler) == 2 and [len(b) for b in batches] == [4, 4]
+    assert len(torch.cat(batches).unique()) == 8
+
+
+def test_bad_batch_size_names_the_option() -> None:
+    with pytest.raises(ValueError, match=r"batch_size must be >= 1, got 0 \(option data.loader.batch_size\)"):
+        IndexBatchSampler(10, 0, shuffle=True)
+
+
+def test_dataloader_hands_out_whole_batches() -> None:
+    t = _table(10)
+    sampler = IndexBatchSampler(10, 4, shuffle=True, seed=1)
+    loader = DataLoader(t, sampler=sampler, batch_size=None, collate_fn=lambda b: b)
+    sampler.set_epoch(0)
+    batches = list(loader)
+    assert [len(b["numeric"]) for b in batches] == [4, 4, 2]
+    rows = torch.cat([b["categorical"][:, 0] for b in batches])
+    assert torch.equal(rows.sort().values, torch.arange(10))
+    for b in batches:  # row alignment across groups survives the gather
+        assert torch.equal(b["labels"]["a"], b["categorical"][:, 0].float() * 10)
+    assert torch.equal(rows, torch.cat(_epoch(IndexBatchSampler(10, 4, shuffle=True, seed=1), 0)))

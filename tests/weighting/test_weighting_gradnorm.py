@@ -1,0 +1,187 @@
+"""GradNorm against a hand computation (numpy, closed-form gradients) on a two-task linear model
+``pred_i = a_iᵀ W x`` with MSE losses; W is the (only, hence last) shared layer."""
+
+import warnings
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+from weighting_helpers import CountingBackward
+
+from mtlrec.weighting.base import SharedModel
+from mtlrec.weighting.gradnorm import GradNormWeighting
+
+T = ["t1", "t2"]
+
+
+class Lin2(nn.Module):
+    def __init__(self, W, a1, a2):
+        super().__init__()
+        self.W = nn.Parameter(torch.tensor(W))
+        self.a = nn.ParameterDict({"t1": nn.Parameter(torch.tensor(a1)), "t2": nn.Parameter(torch.tensor(a2))})
+
+    def shared(self, last=True):
+        return SharedModel([self.W], [self.W] if last else [], {t: [self.a[t]] for t in T})
+
+    def losses(self, X, Y):
+        h = torch.tensor(X) @ self.W.T
+        return {t: ((h @ self.a[t] - torch.tensor(Y[t])) ** 2).mean() for t in T}
+
+
+def hand(W, a, X, Y):
+    """Losses and closed-form gradients: ∇_W L_i = (2/N)·a_i ⊗ (Xᵀ res_i), ∇_{a_i} L_i = (2/N)(XWᵀ)ᵀ res_i."""
+    N = X.shape[0]
+    out = {}
+    for t in T:
+        res = X @ W.T @ a[t] - Y[t]
+        out[t] = dict(L=np.mean(res**2), gW=(2 / N) * np.outer(a[t], X.T @ res), ga=(2 / N) * (X @ W.T).T @ res)
+    return out
+
+
+def gradnorm_step(w, L0, h, alpha, lr, floor=1e-3):
+    """Algorithm 1 of the paper, one SGD step on w, then floor + renormalisation to Σw = T."""
+    n = np.array([np.linalg.norm(h[t]["gW"]) for t in T])
+    L = np.array([h[t]["L"] for t in T])
+    G = w * n
+    Lt = L / L0
+    r = Lt / Lt.mean()
+    target = G.mean() * r**alpha
+    grad = np.sign(G - target) * n  # ∂ Σ|G_i − target_i| / ∂w_i, targets constant
+    w_new = w - lr * grad
+    naive = w_new.copy()
+    w_new = np.maximum(w_new, floor)
+    w_new = w_new * len(T) / w_new.sum()
+    return w_new, dict(n=n, G=G, target=target, r=r, Lt=Lt, naive=naive)
+
+
+@pytest.fixture
+def problem():
+    rng = np.random.default_rng(0)
+    W = rng.normal(size=(2, 3))
+    a1, a2 = rng.normal(size=2), rng.normal(size=2)
+    X1, X2 = rng.normal(size=(8, 3)), rng.normal(size=(8, 3))
+    Y1 = {"t1": rng.normal(size=8), "t2": 3 * rng.normal(size=8)}
+    Y2 = {"t1": rng.normal(size=8), "t2": 3 * rng.normal(size=8)}
+    return W, {"t1": a1, "t2": a2}, (X1, Y1), (X2, Y2)
+
+
+def test_two_steps_match_hand_computation(problem):
+    W, a, (X1, Y1), (X2, Y2) = problem
+    alpha, lr = 1.5, 0.01
+    model = Lin2(W, a["t1"], a["t2"])
+    gn = GradNormWeighting(alpha=alpha, optimizer=lambda p: torch.optim.SGD(p, lr=lr))
+    gn.setup(T, model.shared(), {})
+    gn.double()  # float64 like the hand computation
+
+    # --- step 1: L_i(0) is this step's loss, so r_i = 1 and every target is Ḡ.
+    h1 = hand(W, a, X1, Y1)
+    L0 = np.array([h1[t]["L"] for t in T])
+    w1, info1 = gradnorm_step(np.ones(2), L0, h1, alpha, lr)
+    gn.backward(model.losses(X1, Y1), CountingBackward())
+    stats = gn.last_stats()
+    np.testing.assert_allclose([stats[t]["grad_norm"] for t in T], info1["n"], rtol=1e-10)
+    np.testing.assert_allclose([stats[t]["target"] for t in T], [info1["G"].mean()] * 2, rtol=1e-10)
+    np.testing.assert_allclose([gn.weights()[t] for t in T], w1, rtol=1e-10)
+    assert sum(gn.weights().values()) == pytest.approx(2.0)
+    assert not np.allclose(w1, 1.0)  # the step did something
+    # model gradient: Σ w_i(t)·∇L_i with the weights *before* the update (here 1, 1)
+    np.testing.assert_allclose(model.W.grad.numpy(), h1["t1"]["gW"] + h1["t2"]["gW"], rtol=1e-10)
+    for t in T:
+        np.testing.assert_allclose(model.a[t].grad.numpy(), h1[t]["ga"], rtol=1e-10)
+
+    # --- move the model (plain SGD on its own gradients), then step 2 on another batch.
+    with torch.no_grad():
+        for p in model.parameters():
+            p -= 0.1 * p.grad
+            p.grad = None
+    W2 = W - 0.1 * (h1["t1"]["gW"] + h1["t2"]["gW"])
+    a2 = {t: a[t] - 0.1 * h1[t]["ga"] for t in T}
+    h2 = hand(W2, a2, X2, Y2)
+    w2, info2 = gradnorm_step(w1, L0, h2, alpha, lr)
+    assert not np.allclose(info2["r"], 1.0)  # the α-dependent part of the target is exercised
+    gn.backward(model.losses(X2, Y2), CountingBackward())
+    stats = gn.last_stats()
+    np.testing.assert_allclose([stats[t]["loss_ratio"] for t in T], info2["Lt"], rtol=1e-10)
+    np.testing.assert_allclose([stats[t]["r"] for t in T], info2["r"], rtol=1e-10)
+    np.testing.assert_allclose([stats[t]["G"] for t in T], info2["G"], rtol=1e-10)
+    np.testing.assert_allclose([stats[t]["target"] for t in T], info2["target"], rtol=1e-10)
+    np.testing.assert_allclose([gn.weights()[t] for t in T], w2, rtol=1e-10)
+    np.testing.assert_allclose(
+        model.W.grad.numpy(), w1[0] * h2["t1"]["gW"] + w1[1] * h2["t2"]["gW"], rtol=1e-10
+    )
+    for j, t in enumerate(T):
+        np.testing.assert_allclose(model.a[t].grad.numpy(), w1[j] * h2[t]["ga"], rtol=1e-10)
+    # L_i(0) stays the first step's loss
+    np.testing.assert_allclose(gn.initial_losses.numpy(), L0, rtol=1e-12)
+
+
+def test_default_adam_first_step_is_lr_times_sign(problem):
+    W, a, (X1, Y1), _ = problem
+    model = Lin2(W, a["t1"], a["t2"])
+    gn = GradNormWeighting(alpha=1.5)  # Adam, lr 0.025
+    gn.setup(T, model.shared(), {})
+    gn.double()  # float64 like the hand computation
+    h1 = hand(W, a, X1, Y1)
+    n = np.array([np.linalg.norm(h1[t]["gW"]) for t in T])
+    gn.backward(model.losses(X1, Y1), CountingBackward())
+    # Adam's first step is lr·g/(|g|+eps); the task with the smaller gradient norm gains weight.
+    up = int(np.argmin(n))
+    expected = np.ones(2)
+    expected[up] += 0.025
+    expected[1 - up] -= 0.025
+    np.testing.assert_allclose([gn.weights()[t] for t in T], expected, rtol=1e-6)
+
+
+def test_weights_stay_positive_when_one_gradient_is_100x(problem):
+    W, a, (X1, Y1), _ = problem
+    Y = {"t1": Y1["t1"], "t2": 100 * Y1["t2"]}  # task 2's gradients ~100x larger
+    model = Lin2(W, a["t1"], a["t2"])
+    lr = 0.05
+    gn = GradNormWeighting(alpha=1.5, optimizer=lambda p: torch.optim.SGD(p, lr=lr))
+    gn.setup(T, model.shared(), {})
+    gn.double()  # float64 like the hand computation
+    h = hand(W, a, X1, Y)
+    L0 = np.array([h[t]["L"] for t in T])
+    w1, info = gradnorm_step(np.ones(2), L0, h, 1.5, lr)
+    assert info["naive"][1] < 0  # the paper's update alone would make w_2 negative
+    gn.backward(model.losses(X1, Y), CountingBackward())
+    got = np.array([gn.weights()[t] for t in T])
+    np.testing.assert_allclose(got, w1, rtol=1e-10)  # floor 1e-3, then renormalised
+    assert (got > 0).all() and got.sum() == pytest.approx(2.0)
+    # the floor does not absorb: the next step pushes w_2 back up
+    for p in model.parameters():
+        p.grad = None
+    gn.backward(model.losses(X1, Y), CountingBackward())
+    assert gn.weights()["t2"] > got[1]
+    assert all(v > 0 for v in gn.weights().values())
+
+
+def test_no_shared_layer_warns_once_and_keeps_unit_weights(problem):
+    W, a, (X1, Y1), _ = problem
+    model = Lin2(W, a["t1"], a["t2"])
+    gn = GradNormWeighting()
+    gn.setup(T, model.shared(last=False), {})
+    gn.double()
+    h = hand(W, a, X1, Y1)
+    with pytest.warns(UserWarning, match="no shared layer"):
+        gn.backward(model.losses(X1, Y1), CountingBackward())
+    assert gn.weights() == {"t1": 1.0, "t2": 1.0}
+    np.testing.assert_allclose(model.W.grad.numpy(), h["t1"]["gW"] + h["t2"]["gW"], rtol=1e-10)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        gn.backward(model.losses(X1, Y1), CountingBackward())  # no second warning
+    assert gn.weights() == {"t1": 1.0, "t2": 1.0}
+
+
+def test_optimizer_state_round_trips_through_state_dict(problem):
+    W, a, (X1, Y1), (X2, Y2) = problem
+    m1, m2 = Lin2(W, a["t1"], a["t2"]), Lin2(W, a["t1"], a["t2"])
+    g1, g2 = GradNormWeighting(), GradNormWeighting()
+    g1.setup(T, m1.shared(), {})
+    g2.setup(T, m2.shared(), {})
+    g1.backward(m1.losses(X1, Y1), CountingBackward())
+    g2.load_state_dict(g1.state_dict())
+    g1.backward(m1.losses(X2, Y2), CountingBackward())
+    g2.backward(m2.losses(X2, Y2), CountingBackward())
+    assert g1.weights() == pytest.approx(g2.weights(), rel=1e-12)
