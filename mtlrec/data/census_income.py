@@ -17,6 +17,7 @@ comma + space separated, have no header and 42 fields per row; ``?`` marks a mis
 
 from __future__ import annotations
 
+import functools
 import gzip
 import zlib
 from pathlib import Path
@@ -189,6 +190,21 @@ def _read(path: Path) -> pd.DataFrame:
     return df
 
 
+def _read_cached(path: Path) -> pd.DataFrame:
+    """``_read`` memoised per process on (path, size, mtime).
+
+    A sweep run by a pool of worker processes (the joblib launcher) then parses each file once
+    per worker instead of once per run (~4 s each). Callers never modify the returned frame.
+    """
+    stat = path.stat()
+    return _read_memo(str(path.resolve()), stat.st_size, stat.st_mtime_ns)
+
+
+@functools.lru_cache(maxsize=2)
+def _read_memo(path: str, size: int, mtime_ns: int) -> pd.DataFrame:
+    return _read(Path(path))
+
+
 def _add_labels(df: pd.DataFrame, tasks: tuple[str, ...], path: Path) -> pd.DataFrame:
     """Add one float 0/1 column per task, named after the task (checks the source values first).
 
@@ -256,8 +272,8 @@ def load_census_income(root: str, group: int = 1, split_seed: int = 0, download:
     paths = _ensure_files(root_path, download)
     tasks = GROUPS[group]
 
-    train = _add_labels(_read(paths["train"]), tasks, paths["train"])
-    holdout = _add_labels(_read(paths["test"]), tasks, paths["test"])
+    train = _add_labels(_read_cached(paths["train"]), tasks, paths["train"])
+    holdout = _add_labels(_read_cached(paths["test"]), tasks, paths["test"])
 
     perm = np.random.default_rng(split_seed).permutation(len(holdout))
     half = len(holdout) // 2

@@ -7,6 +7,12 @@ Examples::
         --reference experiments/census/paper.yaml --markdown-file experiments/census/RESULTS.md
     mtlrec-report multirun/corr --out reports/corr --plot-x data.correlation \\
         --plot-metric income/loss --plot-lines arch --weights-plot
+    mtlrec-report multirun/synthetic --baseline arch=shared_bottom --task-mean mse   # + mean/mse column
+
+With ``--baseline``, every metric of known direction also gets a ``wins`` column: at how many of
+the seeds both ran each row's run beat the baseline row's run of the same seed (``8/10``, ties
+counted apart). ``--task-mean METRIC`` adds ``<split>/mean/<METRIC>``, each run's mean of that
+metric over its tasks, tabulated (std, p-value, wins) like a logged metric.
 
 stdout gets the Markdown table (with its footnotes and the list of excluded runs); warnings and
 the list of written files go to stderr so stdout can be redirected into a file as is. Files in
@@ -22,7 +28,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from mtlrec.report.collect import Collection, collect
+from mtlrec.report.collect import Collection, add_task_mean, collect
 from mtlrec.report.output import write_text_atomic
 from mtlrec.report.plots import plot_metric, plot_weights
 from mtlrec.report.reference import load_reference
@@ -72,9 +78,14 @@ def build_parser() -> argparse.ArgumentParser:
     add("--rows", type=_csv_list, metavar="KEYS",
         help="row keys, e.g. arch,weighting (default: every varying override except seed); "
              "an empty string gives one row of all runs")
-    add("--metrics", type=_csv_list, metavar="PATTERN", help="glob(s) on task/metric, e.g. '*/auc' or 'income/*'")
+    add("--metrics", type=_csv_list, metavar="PATTERN",
+        help="glob(s) on task/metric, e.g. '*/auc' or 'income/*'; a bare 'auc' means '*/auc'")
     add("--baseline", type=_assignments, metavar="KEY=VAL[,KEY=VAL]",
-        help="row every other row is tested against (Welch), e.g. arch=shared_bottom")
+        help="row every other row is compared with (Welch's test, and paired wins per seed), "
+             "e.g. arch=shared_bottom")
+    add("--task-mean", type=_csv_list, action="extend", metavar="METRIC[,METRIC]", default=[],
+        help="add a column mean/METRIC: each run's mean of METRIC over the tasks that logged it, "
+             "e.g. mse (shown whatever --metrics; repeatable)")
     add("--reference", type=Path, metavar="FILE.yaml", help="reference numbers (format: mtlrec.report.reference)")
     add("--plot-x", metavar="KEY", help="factor on the x axis of a metric plot, e.g. data.correlation")
     add("--plot-metric", metavar="METRIC", help="its y axis: income/loss (split from --split) or test/income/loss")
@@ -106,6 +117,17 @@ def _collect(paths: Sequence[str]) -> Collection:
         raise ReportError(f"no complete runs under {', '.join(paths)}; "
                           f"{len(collection.problems)} failed/incomplete: {listed}")
     return collection
+
+
+def _task_means(collection: Collection, args: argparse.Namespace) -> list[str]:
+    """Add the ``--task-mean`` columns to the runs (before tables and plots); return warnings."""
+    warnings: list[str] = []
+    for metric in dict.fromkeys(args.task_mean):  # once each, in the order given
+        try:
+            warnings += add_task_mean(collection, args.split, metric)[1]
+        except ValueError as exc:
+            raise ReportError(f"--task-mean {metric}: {exc}") from exc
+    return warnings
 
 
 def _table(collection: Collection, args: argparse.Namespace) -> Table:
@@ -153,9 +175,10 @@ def _plots(collection: Collection, table: Table, metric: str | None, args: argpa
 def run(args: argparse.Namespace, argv: Sequence[str]) -> None:
     """Collect, tabulate, print and write; raises :class:`ReportError` when there is nothing to say."""
     collection = _collect(args.paths)
+    warnings = _task_means(collection, args)
     table = _table(collection, args)
     metric = _plot_metric_column(collection, args)
-    for warning in table.warnings:
+    for warning in warnings + table.warnings:
         print(f"{PROG}: warning: {warning}", file=sys.stderr)
     body = to_markdown(table, collection)
     sys.stdout.write(body)

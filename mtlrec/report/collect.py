@@ -11,10 +11,15 @@ into three piles, each returned separately and each shown in the report:
 
 A *run folder* is a folder holding ``results.json`` or a Hydra ``.hydra/`` folder (a job that
 started but may never have written its results).
+
+Derived metrics are added to the frame afterwards, one value per run, so every statistic treats
+them like logged ones: :func:`add_task_mean` adds ``<split>/mean/<metric>``, a run's mean of one
+metric over its tasks.
 """
 
 from __future__ import annotations
 
+import math
 import os
 import re
 from collections.abc import Iterable, Mapping, Sequence
@@ -52,6 +57,8 @@ class Collection:
     factors: list[str]
     results: dict[str, dict[str, Any]] = field(default_factory=dict)
     searched: list[str] = field(default_factory=list)
+    # Derived metric column -> the tasks it averages (see add_task_mean), in the order added.
+    derived: dict[str, list[str]] = field(default_factory=dict)
 
     @property
     def empty(self) -> bool:
@@ -59,11 +66,16 @@ class Collection:
         return self.runs.empty and self.problems.empty and self.duplicates.empty
 
     def metric_columns(self, split: str | None = None) -> list[str]:
-        """The flattened metric columns (``<split>/<task>/<metric>``), sorted, optionally of one split."""
-        cols = [c for c in self.runs.columns if c.startswith(("test/", "val/"))]
+        """The metric columns (``<split>/<task>/<metric>``), optionally of one split.
+
+        Logged metrics come sorted, then derived ones (task means) in the order they were added,
+        so a table's average columns sit at its right edge, as in papers.
+        """
+        cols = [c for c in self.runs.columns if c.startswith(("test/", "val/")) and c not in self.derived]
+        cols = sorted(cols) + [c for c in self.derived if c in self.runs.columns]
         if split is not None:
             cols = [c for c in cols if c.startswith(f"{split}/")]
-        return sorted(cols)
+        return cols
 
 
 # --------------------------------------------------------------------------- discovery
@@ -232,6 +244,59 @@ def _number(value: Any) -> float:
         return float(value)
     except (TypeError, ValueError):
         return float("nan")
+
+
+# --------------------------------------------------------------------------- derived metrics
+
+TASK_MEAN = "mean"
+
+
+def add_task_mean(collection: Collection, split: str, metric: str) -> tuple[str, list[str]]:
+    """Add the column ``<split>/mean/<metric>`` to ``collection.runs``; return it and warnings.
+
+    A run's value is the mean of ``metric`` over every task of that split that logged it (a key
+    ``metric`` in ``metrics[split][task]`` of its ``results.json``) — computed per run, before any
+    aggregation, so the std over seeds, the baseline test and the paired wins all see per-run
+    values. A run that logged the metric as a non-number (NaN, a diverged loss) for one of its
+    tasks gets NaN rather than a mean of its other tasks, which would flatter it; a run with no
+    task logging it gets NaN too. Runs averaging different task sets are not comparable, so that
+    is reported as a warning. Raises ``ValueError`` when no run logged ``metric`` for any task of
+    ``split``, or when a task is itself named ``mean``.
+    """
+    column = f"{split}/{TASK_MEAN}/{metric}"
+    if column in collection.derived:
+        return column, []
+    if column in collection.runs.columns:
+        raise ValueError(f"cannot add {column!r}: a task is named {TASK_MEAN!r}")
+    values: list[float] = []
+    task_sets: dict[tuple[str, ...], int] = {}
+    non_finite = 0
+    for run_dir in collection.runs["run_dir"].tolist():
+        tree = ((collection.results.get(run_dir) or {}).get("metrics") or {}).get(split) or {}
+        tasks = tuple(sorted(str(t) for t, m in tree.items()
+                             if isinstance(m, Mapping) and metric in m and not isinstance(m[metric], Mapping)))
+        task_sets[tasks] = task_sets.get(tasks, 0) + 1
+        numbers = [_number(tree[t][metric]) for t in tasks]
+        if numbers and all(np.isfinite(numbers)):
+            values.append(math.fsum(numbers) / len(numbers))  # exact sum: task order cannot matter
+        else:
+            non_finite += bool(numbers)
+            values.append(float("nan"))
+    tasks_seen = sorted({t for ts in task_sets for t in ts})
+    if not tasks_seen:
+        logged = sorted({c.rsplit("/", 1)[-1] for c in collection.metric_columns(split) if c.count("/") == 2})
+        raise ValueError(f"no task of the {split} split logged {metric!r}; metrics there: {logged}")
+    warnings = []
+    if len(task_sets) > 1:
+        listed = "; ".join(f"{','.join(ts) or '(none)'}: {count} run(s)" for ts, count in sorted(task_sets.items()))
+        warnings.append(f"{column} averages different tasks in different runs ({listed}); those means are "
+                        "not comparable")
+    if non_finite:
+        warnings.append(f"{column}: {non_finite} run(s) logged a non-number {metric} for some task; "
+                        "their task mean is left out")
+    collection.runs[column] = pd.Series(values, index=collection.runs.index, dtype="float64")
+    collection.derived[column] = tasks_seen
+    return column, warnings
 
 
 # --------------------------------------------------------------------------- all runs

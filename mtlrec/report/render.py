@@ -8,6 +8,12 @@ Conventions, the same in every format:
   loss/logloss/MSE; ties at the printed precision are all marked;
 * **significance** vs ``--baseline``: ``†`` after a cell (LaTeX ``$^{\\dagger}$``) when Welch's
   two-sided p < 0.05, explained in a footnote; in CSV the p-value itself, ``<metric>/p_value``;
+* **paired wins** vs ``--baseline``: a ``<metric> wins`` column after each metric of known
+  direction, ``k/n`` = this row's run beat the baseline row's run of the same seed at k of the n
+  seeds both ran, ``k/n (t ties)`` when t seeds gave exactly equal values; ``(baseline)`` on the
+  baseline rows themselves, ``—`` where a row has no baseline row. In CSV ``<metric>/wins``,
+  ``/ties`` and ``/paired_n`` (empty where not applicable);
+* **task means** (``--task-mean``): ``mean/<metric>`` columns at the right, named in a footnote;
 * reference columns (``--reference``) follow the metric they refer to, headed ``<metric> (<name>)``.
 
 Outputs hold no timestamps or absolute paths of their own, so regenerating gives the same bytes.
@@ -22,7 +28,7 @@ from collections.abc import Callable
 import pandas as pd
 
 from mtlrec.report.collect import Collection
-from mtlrec.report.stats import SIGNIFICANCE_LEVEL, Summary, decimals
+from mtlrec.report.stats import SIGNIFICANCE_LEVEL, Summary, Wins, decimals, direction, metric_name
 from mtlrec.report.reference import ALL_ROWS_LABEL
 from mtlrec.report.table import PARAMS, THROUGHPUT, Table, format_value
 
@@ -59,6 +65,29 @@ def metric_header(column: str) -> str:
     return column.split("/", 1)[1]
 
 
+def format_wins(wins: Wins | None, is_baseline: bool = False) -> str:
+    """``8/10``, ``7/10 (1 tie)``; ``(baseline)`` for a baseline row, ``—`` when not compared."""
+    if is_baseline:
+        return "(baseline)"
+    if wins is None or wins.wins is None:
+        return NO_VALUE
+    text = f"{wins.wins}/{wins.n}"
+    if wins.ties:
+        text += f" ({wins.ties} tie{'s' if wins.ties != 1 else ''})"
+    return text
+
+
+def wins_columns(table: Table) -> list[str]:
+    """The metric columns followed by a wins column: with a baseline, those of known direction."""
+    if not table.baseline:
+        return []
+    return [col for col in table.columns if direction(col) is not None]
+
+
+def _is_baseline_row(table: Table, row: int) -> bool:
+    return bool(table.baseline_rows) and table.baseline_rows[row] == row
+
+
 def _throughput_places(table: Table) -> int:
     return decimals(THROUGHPUT, [s.mean for s in table.throughput])
 
@@ -77,9 +106,12 @@ def _grid(
     ``cell(row, column, kind)`` formats a value cell in the target syntax; ``text`` escapes plain
     text (headers and factor values) for it.
     """
+    with_wins = set(wins_columns(table))
     header = list(table.row_keys) or ["runs"]
     for col in table.columns:
         header.append(metric_header(col))
+        if col in with_wins:
+            header.append(f"{metric_header(col)} wins")
         header += [f"{metric_header(col)} ({name})" for name in table.reference_columns(col)]
     header = [text(h) for h in header + ["samples/s", "params"]]
     body = []
@@ -87,6 +119,8 @@ def _grid(
         line = [text(format_value(v)) for v in values] or [text(ALL_ROWS_LABEL)]
         for col in table.columns:
             line.append(cell(i, col, "metric"))
+            if col in with_wins:
+                line.append(text(format_wins(table.cells[(i, col)].wins, _is_baseline_row(table, i))))
             line += [cell(i, col, f"ref:{name}") for name in table.reference_columns(col)]
         line.append(cell(i, THROUGHPUT, "throughput"))
         line.append(cell(i, PARAMS, "params"))
@@ -102,6 +136,21 @@ def _footnotes(table: Table, text: Callable[[str], str], code: Callable[[str], s
         spec = ",".join(f"{k}={v}" for k, v in sorted(table.baseline.items()))
         notes.append(text(f"{DAGGER} p < {SIGNIFICANCE_LEVEL:g}, Welch's two-sided t-test over seeds against ")
                      + code(spec) + text(" with the same other factors."))
+        if wins_columns(table):
+            if table.paired_on:
+                unit = f"({', '.join(['seed', *table.paired_on])}) pairs"
+                also = f" and the same {', '.join(table.paired_on)}"
+            else:
+                unit, also = "seeds", ""
+            note = (f"Wins k/n: this row's run beat the baseline row's run with the same seed{also} at k of "
+                    f"the n {unit} both ran (paired run against run; {unit} only one side ran are left out); "
+                    f"(t ties): {unit} with exactly equal values, neither wins nor losses.")
+            if len(wins_columns(table)) < len(table.columns):
+                note += " Metrics of unknown direction have no wins column."
+            notes.append(text(note))
+    for col, tasks in table.derived.items():
+        notes.append(text(f"{metric_header(col)}: per-run mean of {metric_name(col)} over tasks "
+                          f"{', '.join(tasks)}, then summarised over seeds like the other columns."))
     return notes
 
 
@@ -217,7 +266,9 @@ def to_frame(table: Table) -> pd.DataFrame:
     """One row per table row with raw numbers: the machine-readable twin of the table.
 
     Columns: the row keys (or ``label`` alone), ``label``, then per metric ``<metric>/mean``,
-    ``/std``, ``/n``, ``/best`` (bool), ``/p_value`` (with a baseline), ``/ref:<name>``; then
+    ``/std``, ``/n``, ``/best`` (bool), ``/p_value``, ``/wins``, ``/ties``, ``/paired_n`` (these four
+    with a baseline; the counts empty for baseline rows, rows without a baseline row, and — wins
+    and ties — metrics of unknown direction), ``/ref:<name>``; then
     ``train_samples_per_second/mean`` and ``/std``, ``num_parameters/min`` and ``/max`` (equal
     unless a row mixes model sizes); ``baseline`` names the
     row each row was tested against.
@@ -234,6 +285,10 @@ def to_frame(table: Table) -> pd.DataFrame:
             rec[f"{col}/best"] = c.best
             if table.baseline:
                 rec[f"{col}/p_value"] = c.p_value
+                w = c.wins
+                rec[f"{col}/wins"] = None if w is None else w.wins
+                rec[f"{col}/ties"] = None if w is None else w.ties
+                rec[f"{col}/paired_n"] = None if w is None else w.n
             for name in table.reference_columns(col):
                 rec[f"{col}/ref:{name}"] = table.reference(name, i, col)
         rec[f"{THROUGHPUT}/mean"] = table.throughput[i].mean
@@ -243,7 +298,10 @@ def to_frame(table: Table) -> pd.DataFrame:
             b = table.baseline_rows[i]
             rec["baseline"] = table.label(b) if b is not None else None
         records.append(rec)
-    return pd.DataFrame.from_records(records)
+    frame = pd.DataFrame.from_records(records)
+    counts = [c for c in frame.columns if c.endswith(("/wins", "/ties", "/paired_n"))]
+    # Integer counts with gaps: nullable integers, so CSV says "8" and "", never "8.0" and "nan".
+    return frame.astype({c: "Int64" for c in counts})
 
 
 def to_csv(table: Table) -> str:

@@ -1,13 +1,20 @@
 """The paper-style results table as data: one row per swept setting, one column per task metric.
 
-Building the table (grouping, statistics, best marks, baseline tests, reference numbers) is kept
-apart from rendering it (:mod:`mtlrec.report.render`), so Markdown, LaTeX and CSV can never
-disagree about a number or a mark.
+Building the table (grouping, statistics, best marks, baseline tests and paired wins, reference
+numbers) is kept apart from rendering it (:mod:`mtlrec.report.render`), so Markdown, LaTeX and
+CSV can never disagree about a number or a mark.
 
 Rows are the values of the *row keys* — by default every override key that varies across the
 complete runs, except ``seed`` (the replication axis) and location keys (``paths.*``,
 ``hydra.*``), which do not change what a run computes. Rows and columns are sorted so the same
 runs always give the same table.
+
+With a baseline, each row is compared with its baseline row (the row with the baseline's values
+for the baseline keys and this row's values for the other keys) twice: Welch's test over the two
+groups of seeds, and *paired wins*, run against run. A run's partner is the baseline row's run
+with the same seed and the same values of any pooled factors (varying factors that are not row
+keys), so MMoE at correlation 0.5, seed 3 meets shared-bottom at correlation 0.5, seed 3. Seeds
+only one side ran are left out of the count.
 """
 
 from __future__ import annotations
@@ -23,8 +30,8 @@ import pandas as pd
 
 from mtlrec.report.collect import Collection, is_missing, parse_value, values_equal
 from mtlrec.report.reference import ALL_ROWS_LABEL, MatchedReference, RefValue, match_reference
-from mtlrec.report.stats import Summary, best_rows, decimals, summarize, welch_p
-from mtlrec.training.results import _LOCATION_KEYS
+from mtlrec.report.stats import Summary, Wins, best_rows, decimals, direction, paired_wins, summarize, welch_p
+from mtlrec.training.results import is_location_key
 
 THROUGHPUT = "train_samples_per_second"
 PARAMS = "num_parameters"
@@ -32,11 +39,14 @@ PARAMS = "num_parameters"
 
 @dataclass(frozen=True)
 class Cell:
-    """One metric of one row: its summary, whether it is the column's best, its p vs the baseline."""
+    """One metric of one row: its summary, whether it is the column's best, its p vs the baseline,
+    and its paired wins against the baseline (``None`` for the baseline rows themselves, for rows
+    without a baseline row, and when no baseline was given)."""
 
     summary: Summary
     best: bool = False
     p_value: float = math.nan
+    wins: Wins | None = None
 
 
 @dataclass
@@ -56,6 +66,10 @@ class Table:
     references: MatchedReference = field(default_factory=dict)
     n_runs: int = 0
     warnings: list[str] = field(default_factory=list)
+    # Pooled factors runs are paired on besides the seed (empty when every varying factor is a row key).
+    paired_on: list[str] = field(default_factory=list)
+    # Shown derived columns (task means) -> the tasks they average.
+    derived: dict[str, list[str]] = field(default_factory=dict)
 
     def label(self, row: int) -> str:
         """``"arch=mmoe,data.correlation=0.5"`` — the row's name in reference files and CSV."""
@@ -111,20 +125,27 @@ def varying_factors(collection: Collection) -> list[str]:
 
 def default_row_keys(collection: Collection) -> list[str]:
     """The swept factors: varying override keys, less ``seed`` and location keys."""
-    return [k for k in varying_factors(collection) if k != "seed" and k.split(".", 1)[0] not in _LOCATION_KEYS]
+    return [k for k in varying_factors(collection) if k != "seed" and not is_location_key(k)]
 
 
 def select_columns(collection: Collection, split: str, patterns: Sequence[str] | None) -> list[str]:
-    """The split's metric columns, filtered by glob patterns on ``task/metric`` or the full name."""
+    """The split's metric columns, filtered by glob patterns on ``task/metric`` or the full name
+    (a pattern without ``/`` such as ``mse`` matches the metric name in every task).
+
+    Derived columns (task means) were asked for by name, so they are kept whatever the patterns.
+    """
     columns = collection.metric_columns(split)
     if not patterns:
         return columns
-    keep = []
-    for col in columns:
-        short = col.split("/", 1)[1]
-        if any(fnmatch.fnmatchcase(col, p) or fnmatch.fnmatchcase(short, p) for p in patterns):
-            keep.append(col)
-    return keep
+    return [col for col in columns if col in collection.derived or _matches(col, patterns)]
+
+
+def _matches(column: str, patterns: Sequence[str]) -> bool:
+    """A glob matches the full name or ``task/metric``; one without ``/`` the metric name alone."""
+    short = column.split("/", 1)[1]
+    name = column.rsplit("/", 1)[1]
+    return any(fnmatch.fnmatchcase(column, p) or fnmatch.fnmatchcase(short, p)
+               or ("/" not in p and fnmatch.fnmatchcase(name, p)) for p in patterns)
 
 
 def group_runs(runs: pd.DataFrame, keys: Sequence[str]) -> list[tuple[tuple[Any, ...], pd.DataFrame]]:
@@ -165,13 +186,13 @@ def build_table(
     if unknown:
         raise ValueError(f"unknown row key(s) {unknown}; override keys of these runs: {collection.factors}")
     columns = select_columns(collection, split, metrics)
-    if not columns:
+    if not columns or (metrics and not any(_matches(c, metrics) for c in columns)):
         raise ValueError(f"no {split} metric matches {list(metrics or [])}; "
                          f"available: {[c.split('/', 1)[1] for c in collection.metric_columns(split)]}")
 
     warnings = []
     pooled = [k for k in varying_factors(collection) if k not in keys and k != "seed"
-              and k.split(".", 1)[0] not in _LOCATION_KEYS]
+              and not is_location_key(k)]
     if pooled:
         warnings.append(f"factor(s) {pooled} vary but are not row keys: their runs are pooled within rows")
 
@@ -189,12 +210,24 @@ def build_table(
     baseline_rows: list[int | None] = []
     if baseline:
         baseline_rows = _baseline_rows(dict(baseline), keys, rows)
-        for i, b in enumerate(baseline_rows):
-            if b is None or b == i:
-                continue
+        units = [_pairing_units(g, pooled) for _, g in groups]
+        unit_name = "/".join(["seed", *pooled])
+        compared = {i: b for i, b in enumerate(baseline_rows) if b is not None and b != i}
+        for i, b in compared.items():
+            shared = sorted(set(units[i][0]) & set(units[b][0]))
             for col in columns:
                 p = welch_p(groups[i][1][col], groups[b][1][col])
-                cells[(i, col)] = Cell(cells[(i, col)].summary, cells[(i, col)].best, p)
+                mine, theirs = groups[i][1][col].tolist(), groups[b][1][col].tolist()
+                wins = paired_wins(((mine[units[i][0][u]], theirs[units[b][0][u]]) for u in shared),
+                                   direction(col))
+                cells[(i, col)] = Cell(cells[(i, col)].summary, cells[(i, col)].best, p, wins)
+            if not shared:
+                warnings.append(f"{row_label(keys, rows[i])} and its baseline {row_label(keys, rows[b])} share no "
+                                f"{unit_name}: no paired wins")
+        for i in sorted(set(compared) | set(compared.values())):
+            if units[i][1]:
+                warnings.append(f"{row_label(keys, rows[i])}: several runs share {unit_name} "
+                                f"{', '.join(units[i][1])}; left out of paired wins")
         missing = [row_label(keys, rows[i]) for i, b in enumerate(baseline_rows) if b is None]
         if missing:
             warnings.append(f"no baseline row to compare with for: {missing}")
@@ -208,7 +241,30 @@ def build_table(
     params = [(float(g[PARAMS].min()), float(g[PARAMS].max())) for _, g in groups]
     return Table(split=split, row_keys=keys, rows=rows, columns=columns, cells=cells, decimals=places,
                  throughput=throughput, params=params, baseline=dict(baseline) if baseline else None,
-                 baseline_rows=baseline_rows, references=matched, n_runs=len(runs), warnings=warnings)
+                 baseline_rows=baseline_rows, references=matched, n_runs=len(runs), warnings=warnings,
+                 paired_on=list(pooled) if baseline else [],
+                 derived={c: list(collection.derived[c]) for c in columns if c in collection.derived})
+
+
+def _pairing_units(group: pd.DataFrame, pooled: Sequence[str]) -> tuple[dict[tuple[Any, ...], int], list[str]]:
+    """Each run's pairing unit (seed, then pooled factor values) -> its position in ``group``.
+
+    Values are compared as :func:`values_equal` does (seed ``3`` is seed ``3.0``). Units held by
+    more than one run of the group (configs differing only outside the overrides) cannot be paired
+    without guessing: they are left out and returned, as printed text, for a warning. Runs without
+    a seed are never paired.
+    """
+    found: dict[tuple[Any, ...], list[int]] = {}
+    columns = [group["seed"].tolist()] + [group[k].tolist() for k in pooled]
+    for position in range(len(group)):
+        values = [col[position] for col in columns]
+        if is_missing(values[0]):
+            continue
+        found.setdefault(tuple(sort_key(v) for v in values), []).append(position)
+    unique = {unit: where[0] for unit, where in found.items() if len(where) == 1}
+    ambiguous = ["/".join(format_value(columns[c][where[0]]) for c in range(len(columns)))
+                 for _, where in sorted(found.items()) if len(where) > 1]
+    return unique, ambiguous
 
 
 def _baseline_rows(baseline: dict[str, str], keys: Sequence[str], rows: Sequence[tuple[Any, ...]]) -> list[int | None]:

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
-BackwardFn = Callable[[Tensor], None]
+BackwardFn = Callable[..., None]  # (loss, **kwargs of Tensor.backward, e.g. inputs=...)
 
 
 @dataclass

@@ -136,11 +136,12 @@ class GradNormWeighting(Weighting):
             return
 
         # ‖∇_W L_i‖ for each task present, on W only (graph kept for the model's backward).
-        norms = []
+        norms, task_grads = [], []
         for t in present:
             grads = torch.autograd.grad(
                 losses[t], last_shared, retain_graph=True, allow_unused=True
             )
+            task_grads.append(grads)
             sq = sum(
                 (_acc(g.detach()).pow(2).sum() for g in grads if g is not None),
                 torch.zeros((), device=w_all.device),
@@ -163,9 +164,23 @@ class GradNormWeighting(Weighting):
 
         w = w_all.index_select(0, index)
 
-        # Model gradient: Σ w_i(t)·L_i with the current weights held constant.
+        # Model gradient: Σ w_i(t)·L_i with the current weights held constant. W's part is
+        # Σ w_i·∇_W L_i from the per-task gradients already in hand, so the backward pass skips W
+        # (its weight-gradient matmul is the costly one): GradNorm then costs about one extra
+        # W-gradient per task beyond the first, not one per task.
         stacked = torch.stack([losses[t].reshape(()) for t in present])
-        backward_fn((w.detach().to(stacked.dtype) * stacked).sum())
+        w_fixed = w.detach().to(stacked.dtype)
+        others = self._parameters_besides(last_shared)
+        if not others:
+            backward_fn((w_fixed * stacked).sum())
+        else:
+            backward_fn((w_fixed * stacked).sum(), inputs=others)
+            with torch.no_grad():
+                for k, param in enumerate(last_shared):
+                    parts = [w_fixed[j] * g[k] for j, g in enumerate(task_grads) if g[k] is not None]
+                    if parts:
+                        total = torch.stack(parts).sum(0).to(param.dtype)
+                        param.grad = total if param.grad is None else param.grad + total
 
         # GradNorm loss on the weights (targets constant), over the valid tasks.
         vf = valid.to(w.dtype)
@@ -190,6 +205,16 @@ class GradNormWeighting(Weighting):
 
         # Kept as tensors (no device sync per step); read through last_stats().
         self._last = (present, norms_t, g.detach(), target, ratio, r)
+
+    def _parameters_besides(self, last_shared: list[Tensor]) -> list[Tensor]:
+        """Every trainable model parameter except W (cached: the partition never changes)."""
+        key = tuple(id(p) for p in last_shared)
+        if getattr(self, "_others_key", None) != key:
+            skip = set(key)
+            params = self._model.shared_parameters + self._model.task_parameters
+            self._others = [p for p in params if p.requires_grad and id(p) not in skip]
+            self._others_key = key
+        return self._others
 
     def last_stats(self) -> dict[str, dict[str, float]]:
         """Per task of the last step: ‖∇_W L_i‖, G_i, target_i, L̃_i and r_i (for tests/plots)."""

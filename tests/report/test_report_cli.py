@@ -38,7 +38,7 @@ def test_full_report(sweep: Path, tmp_path: Path, capsys: pytest.CaptureFixture[
             "--markdown-file", str(md_file)]
     assert main(argv) == 0
     stdout = capsys.readouterr().out
-    assert stdout.startswith("| arch | income/auc | income/auc (paper mean) |")
+    assert stdout.startswith("| arch | income/auc | income/auc wins | income/auc (paper mean) |")
     assert sorted(p.name for p in out.iterdir()) == [
         "results.csv", "results.md", "results.tex", "test_income_loss_vs_arch.pdf", "test_income_loss_vs_arch.png",
         "weights.pdf", "weights.png"]

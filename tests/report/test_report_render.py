@@ -33,16 +33,21 @@ def test_markdown_cells_marks_footnotes_and_excluded_runs(table_and_runs) -> Non
     table, c = table_and_runs
     md = to_markdown(table, c)
     lines = md.splitlines()
-    assert lines[0] == ("| arch | income/auc | income/auc (paper mean) | income/loss | marital/auc | "
-                        "samples/s | params |")
-    assert lines[1] == "|:--|--:|--:|--:|--:|--:|--:|"
+    assert lines[0] == ("| arch | income/auc | income/auc wins | income/auc (paper mean) | income/loss | "
+                        "income/loss wins | marital/auc | marital/auc wins | samples/s | params |")
+    assert lines[1] == "|:--|--:|--:|--:|--:|--:|--:|--:|--:|--:|"
     mmoe = lines[2].split(" | ")
     assert mmoe[1] == f"**{expected_cell('mmoe', 0)}** †"
-    assert mmoe[2] == "0.9359"
-    assert mmoe[3] == f"**{expected_cell('mmoe', 1)}** †"
+    assert mmoe[2] == "3/3"  # MMoE's AUC beats shared-bottom's at each of seeds 0, 1, 2
+    assert mmoe[3] == "0.9359"
+    assert mmoe[4] == f"**{expected_cell('mmoe', 1)}** †"
+    assert mmoe[5] == "3/3"  # ... and its loss is lower at each
+    assert mmoe[7] == "3/3"  # marital AUC: 0.99 against 0.98 at every seed
     assert mmoe[-1] == "12,345 |"
     sb = lines[3].split(" | ")
-    assert sb[0] == "| shared_bottom" and sb[1] == expected_cell("shared_bottom", 0) and sb[2] == "0.9285"
+    assert sb[0] == "| shared_bottom" and sb[1] == expected_cell("shared_bottom", 0) and sb[3] == "0.9285"
+    assert sb[2] == sb[5] == sb[7] == "(baseline)"
+    assert "Wins k/n: this row's run beat the baseline row's run with the same seed at k of the n seeds" in md
     assert "† p < 0.05, Welch's two-sided t-test" in md and "`arch=shared_bottom`" in md
     assert "6 complete run(s) used; 0 duplicate(s) skipped; 2 failed/incomplete run(s) excluded." in md
     assert re.search(r"^- `.*multirun/arch/6` \(`arch=mmoe seed=3`\): failed: CUDA out of memory$", md, re.M)
@@ -91,6 +96,10 @@ def test_csv_round_trips_with_raw_numbers(table_and_runs) -> None:
     assert list(frame["test/income/auc/ref:paper mean"]) == [0.9359, 0.9285]
     assert list(frame["num_parameters/min"]) == [12345, 6789]
     assert list(frame["baseline"]) == ["arch=shared_bottom"] * 2
+    assert frame.loc[0, "test/income/auc/wins"] == 3 and frame.loc[0, "test/income/auc/paired_n"] == 3
+    assert frame.loc[0, "test/marital/auc/ties"] == 0 and frame.loc[0, "test/marital/auc/wins"] == 3
+    assert frame.loc[[1], ["test/income/auc/wins", "test/income/auc/ties", "test/income/auc/paired_n"]].isna().all(
+        axis=None)  # the baseline row is not compared with itself
 
 
 def test_output_is_deterministic(sweep: Path) -> None:

@@ -27,7 +27,7 @@ class LinearPair(nn.Module):
         self.c = dict(zip(TASKS, c))
 
     def shared(self):
-        return SharedModel([self.theta], [self.theta], {t: [self.h[t]] for t in TASKS})
+        return SharedModel([self.theta], [self.theta], [self.h[t] for t in TASKS])
 
     def losses(self):
         return {t: self.g[t] @ self.theta + self.c[t] * self.h[t].sum() for t in TASKS}

@@ -74,8 +74,8 @@ def test_learned_weights_live_outside_the_model_optimizer(name):
     assert before, "a learned weighting has parameters"
     seen = []
 
-    def backward_fn(loss):
-        loss.backward()
+    def backward_fn(loss, **kwargs):
+        loss.backward(**kwargs)
         seen.extend(p.grad is None for p in w.parameters())
 
     w.backward(model.losses(x, ys), backward_fn)

@@ -22,7 +22,7 @@ class Lin2(nn.Module):
         self.a = nn.ParameterDict({"t1": nn.Parameter(torch.tensor(a1)), "t2": nn.Parameter(torch.tensor(a2))})
 
     def shared(self, last=True):
-        return SharedModel([self.W], [self.W] if last else [], {t: [self.a[t]] for t in T})
+        return SharedModel([self.W], [self.W] if last else [], [self.a[t] for t in T])
 
     def losses(self, X, Y):
         h = torch.tensor(X) @ self.W.T

@@ -27,7 +27,7 @@ def test_converges_to_the_noise_variances():
     ys = {t: x @ torch.randn(d) + math.sqrt(v) * torch.randn(n) for t, v in sig2.items()}
     trunk = nn.Linear(d, 8)
     heads = nn.ModuleDict({t: nn.Linear(8, 1) for t in sig2})
-    shared = SharedModel(list(trunk.parameters()), [trunk.weight], {t: list(heads[t].parameters()) for t in sig2})
+    shared = SharedModel(list(trunk.parameters()), [trunk.weight], [p for t in sig2 for p in heads[t].parameters()])
     w = UncertaintyWeighting(lr=0.05)
     w.setup(list(sig2), shared, {}, task_kinds={t: "regression" for t in sig2})
     opt = torch.optim.Adam([*trunk.parameters(), *heads.parameters()], lr=0.05)
@@ -36,7 +36,7 @@ def test_converges_to_the_noise_variances():
             h = trunk(x)
             losses = {t: ((heads[t](h).squeeze(-1) - ys[t]) ** 2).mean() for t in sig2}
             opt.zero_grad()
-            w.backward(losses, lambda loss: loss.backward())
+            w.backward(losses, lambda loss, **kw: loss.backward(**kw))
             opt.step()
     var = {t: math.exp(s) for t, s in w.log_variances().items()}
     mse = {t: float(v.detach()) for t, v in losses.items()}

@@ -30,7 +30,7 @@ class TinyMTL(nn.Module):
         return SharedModel(
             shared_parameters=list(self.trunk.parameters()),
             last_shared_parameters=[self.trunk[2].weight],
-            task_parameters={t: list(self.heads[t].parameters()) for t in TASKS},
+            task_parameters=[p for t in TASKS for p in self.heads[t].parameters()],
         )
 
     def losses(self, x: torch.Tensor, ys: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
@@ -71,9 +71,9 @@ class CountingBackward:
     def __init__(self) -> None:
         self.calls = 0
 
-    def __call__(self, loss: torch.Tensor) -> None:
+    def __call__(self, loss: torch.Tensor, **kwargs) -> None:
         self.calls += 1
-        loss.backward()
+        loss.backward(**kwargs)
 
 
 @contextlib.contextmanager

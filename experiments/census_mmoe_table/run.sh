@@ -1,0 +1,14 @@
+#!/usr/bin/env bash
+# Reproduce the MMoE paper's Census-Income table (both task groups, 7 architectures × 10 seeds).
+# Usage: experiments/census_mmoe_table/run.sh path/to/census-income-kdd
+# Needs the sweep extra (joblib launcher): pip install -e ".[sweep]"
+set -euo pipefail
+root=${1:?usage: run.sh CENSUS_DIR}
+here=$(cd "$(dirname "$0")" && pwd)
+cd "$here/../.."
+# Finished runs are skipped on a re-run (same config hash), so an interrupted sweep just resumes.
+mtlrec-train -m experiment=census_mmoe_table data.root="$root" hydra/launcher=local_parallel
+mtlrec-report multirun/census_mmoe_table --rows data.group,arch --metrics "*/auc" \
+  --baseline arch=shared_bottom --reference "$here/paper.yaml" \
+  --title "Census-Income (MMoE paper protocol): test AUC, mean ± std over 10 seeds" \
+  --out "$here/report" --markdown-file "$here/RESULTS.md"
