@@ -1,0 +1,58 @@
+"""The shipped Hydra configs compose, and experiment files really override the defaults."""
+
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+
+import pytest
+from hydra import compose, initialize_config_dir
+from hydra.utils import instantiate
+
+from mtlrec.train import CONFIG_DIR, build_datamodule
+
+ARCHS = sorted(p.stem for p in (Path(CONFIG_DIR) / "arch").glob("*.yaml"))
+
+
+def _compose(*overrides: str, hydra: bool = False):
+    with initialize_config_dir(CONFIG_DIR, version_base="1.3"):
+        return compose("config", overrides=list(overrides), return_hydra_config=hydra)
+
+
+def test_every_arch_config_builds_on_the_synthetic_data() -> None:
+    assert {"single_task", "shared_bottom", "cross_stitch", "omoe", "mmoe", "cgc", "ple"} <= set(ARCHS)
+    cfg = _compose("data.num_train=64", "data.num_val=16", "data.num_test=16", "data.dim=4")
+    dm = build_datamodule(cfg)
+    for arch in ARCHS:
+        model = instantiate(_compose(f"arch={arch}").arch, _convert_="all")(
+            schema=dm.schema, field_sizes=dm.preprocessor.field_sizes
+        )
+        assert set(model(dm.tables["train"][slice(0, 8)]).logits) == {"task1", "task2"}
+
+
+@pytest.mark.parametrize("experiment", ["census_mmoe_table", "synthetic_correlation"])
+def test_experiment_sets_its_own_sweep_folder_and_grid(experiment) -> None:
+    cfg = _compose(f"experiment={experiment}", hydra=True)
+    assert cfg.hydra.sweep.dir == f"multirun/{experiment}"
+    assert "arch" in cfg.hydra.sweeper.params and cfg.hydra.sweeper.params.seed == "range(10)"
+
+
+def test_census_experiment_protocol() -> None:
+    cfg = _compose("experiment=census_mmoe_table")
+    assert cfg.data._target_.endswith("load_census_income")
+    assert (cfg.data.loader.batch_size, cfg.optimizer.lr, cfg.callbacks.early_stopping.patience) == (4096, 0.004, 5)
+
+
+def test_synthetic_experiment_matches_the_mmoe_paper_sizes() -> None:
+    mmoe = _compose("experiment=synthetic_correlation", "arch=mmoe")
+    assert (mmoe.data.dim, mmoe.arch.num_experts, list(mmoe.arch.expert_units), list(mmoe.arch.tower_units)) == (
+        100, 8, [16], [8])
+    assert list(_compose("experiment=synthetic_correlation", "arch=shared_bottom").arch.bottom_units) == [113]
+
+
+@pytest.mark.skipif(importlib.util.find_spec("hydra_plugins.hydra_optuna_sweeper") is None,
+                    reason="the sweep extra (hydra-optuna-sweeper) is not installed")
+def test_optuna_search_config_composes() -> None:
+    cfg = _compose("hparams_search=optuna", hydra=True)
+    assert cfg.hydra.sweeper.direction == "maximize" and cfg.hydra.sweeper.max_failure_rate > 0
+    assert "optimizer.lr" in cfg.hydra.sweeper.params
