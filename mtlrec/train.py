@@ -103,7 +103,7 @@ def run(cfg: DictConfig, output_dir: str | Path, overrides: list[str] | None = N
     output_dir.mkdir(parents=True, exist_ok=True)
     resume = _resumable_checkpoint(output_dir, digest)
     (output_dir / HASH_FILE).write_text(digest)
-    datamodule.save_preprocessor(output_dir)
+    datamodule.save_preprocessing(output_dir)
     record: dict[str, Any] = {
         "format": FORMAT_VERSION,
         "config": resolved,
@@ -133,6 +133,7 @@ def run(cfg: DictConfig, output_dir: str | Path, overrides: list[str] | None = N
         status="complete",
         error=None,
         best_epoch=_checkpoint_epoch(best),
+        checkpoint=str(Path(best).relative_to(output_dir)) if best and Path(best).is_relative_to(output_dir) else best,
         epochs_trained=trainer.current_epoch,
         metrics={"val": _nest(val, "val"), "test": _nest(test, "test")},
         timing={

@@ -184,3 +184,25 @@ def arch_name(request) -> str:
 def multi_task_arch_name(request) -> str:
     """Every architecture that shares something between tasks."""
     return request.param
+
+
+def compose_task_config(output_dir, overrides):
+    """The task config ``mtlrec-train`` would get, with ``${hydra:runtime.output_dir}`` = ``output_dir``.
+
+    Sets the global HydraConfig (as Hydra does for a job); callers reset it with
+    ``HydraConfig.instance().cfg = None`` when done.
+    """
+    from hydra import compose, initialize_config_dir
+    from hydra.core.hydra_config import HydraConfig
+    from omegaconf import open_dict
+
+    from mtlrec import train
+
+    with initialize_config_dir(config_dir=train.CONFIG_DIR, version_base="1.3"):
+        cfg = compose("config", overrides=list(overrides), return_hydra_config=True)
+    with open_dict(cfg):
+        cfg.hydra.runtime.output_dir = str(output_dir)
+    HydraConfig.instance().set_config(cfg)
+    with open_dict(cfg):
+        del cfg["hydra"]
+    return cfg

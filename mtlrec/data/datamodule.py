@@ -10,6 +10,10 @@ from torch.utils.data import DataLoader
 from mtlrec.data.preprocess import Preprocessor
 from mtlrec.data.raw import SPLITS, RawDataset
 from mtlrec.data.table import IndexBatchSampler, TensorTable
+from mtlrec.training.results import write_json_atomic
+
+SCHEMA_FILE = "schema.json"
+PREPROCESSOR_FILE = "preprocessor.json"
 
 
 def _whole_batch(batch):
@@ -38,10 +42,10 @@ class TabularDataModule(L.LightningDataModule):
         for split in SPLITS:
             self.tables[split] = self.preprocessor.transform(self.raw.splits[split], split=f"{self.raw.name}/{split}")
 
-    def save_preprocessor(self, run_dir: str | Path) -> Path:
-        path = Path(run_dir) / "preprocessor.json"
-        self.preprocessor.save(path)
-        return path
+    def save_preprocessing(self, run_dir: str | Path) -> None:
+        """``schema.json`` + ``preprocessor.json``: what a trained run needs to score new data."""
+        write_json_atomic(Path(run_dir) / SCHEMA_FILE, self.schema.to_dict())
+        self.preprocessor.save(Path(run_dir) / PREPROCESSOR_FILE)
 
     def labelled_counts(self) -> dict[str, int]:
         self.setup()

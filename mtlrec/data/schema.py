@@ -7,7 +7,7 @@ label column, its mask column, or a column the dataset declares excluded can nev
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from typing import Literal
 
 FeatureKind = Literal["categorical", "numeric"]
@@ -109,6 +109,20 @@ class Schema:
             if t.mask:
                 why[t.mask] = f"sample mask of task {t.name!r}"
         return why
+
+    # -- persistence -------------------------------------------------------------------------
+    def to_dict(self) -> dict:
+        """Plain data (saved as ``schema.json`` with each run, so the run can score new files)."""
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "Schema":
+        return cls(
+            features=tuple(FeatureSpec(**f) for f in data["features"]),
+            tasks=tuple(TaskSpec(**t) for t in data["tasks"]),
+            main_task=data["main_task"],
+            excluded=tuple(data.get("excluded", ())),
+        )
 
     # -- checks ------------------------------------------------------------------------------
     def validate(self) -> None:

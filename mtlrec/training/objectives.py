@@ -35,12 +35,19 @@ class Objective(ABC):
     @abstractmethod
     def metrics(self) -> dict[str, Metric]: ...
 
+    def predict(self, logits: Tensor) -> Tensor:
+        """What a user scores with: probabilities for classification, values for regression."""
+        return logits
+
     @abstractmethod
     def update(self, metrics: dict[str, Metric], logits: Tensor, target: Tensor) -> None: ...
 
 
 class BinaryObjective(Objective):
     selection = ("auc", "max")
+
+    def predict(self, logits: Tensor) -> Tensor:
+        return torch.sigmoid(logits)
 
     def per_sample_loss(self, logits: Tensor, target: Tensor) -> Tensor:
         return F.binary_cross_entropy_with_logits(logits, target, reduction="none")
@@ -55,6 +62,9 @@ class BinaryObjective(Objective):
 
 class MulticlassObjective(Objective):
     selection = ("accuracy", "max")
+
+    def predict(self, logits: Tensor) -> Tensor:
+        return torch.softmax(logits, dim=-1)
 
     def per_sample_loss(self, logits: Tensor, target: Tensor) -> Tensor:
         return F.cross_entropy(logits, target, reduction="none")

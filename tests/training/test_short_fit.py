@@ -13,6 +13,7 @@ from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, open_dict
 
 from mtlrec import train
+from tests.conftest import compose_task_config
 from mtlrec.data.datamodule import TabularDataModule
 from mtlrec.training.module import MultiTaskModule
 from mtlrec.training.results import RESULTS_FILE, read_results
@@ -68,15 +69,7 @@ OVERRIDES = [
 
 
 def _compose(output_dir) -> DictConfig:
-    """The task config ``mtlrec-train`` would get, with ``${hydra:runtime.output_dir}`` = ``output_dir``."""
-    with initialize_config_dir(config_dir=train.CONFIG_DIR, version_base="1.3"):
-        cfg = compose("config", overrides=OVERRIDES, return_hydra_config=True)
-    with open_dict(cfg):
-        cfg.hydra.runtime.output_dir = str(output_dir)
-    HydraConfig.instance().set_config(cfg)
-    with open_dict(cfg):
-        del cfg["hydra"]
-    return cfg
+    return compose_task_config(output_dir, OVERRIDES)
 
 
 @pytest.fixture(scope="module")
