@@ -110,6 +110,7 @@ def run(cfg: DictConfig, output_dir: str | Path, overrides: list[str] | None = N
         "config_hash": digest,
         "overrides": list(overrides or []),
         "seed": cfg.seed,
+        "dataset": datamodule.raw.name,
         "main_task": datamodule.schema.main_task,
         "selection": {"monitor": monitor, "mode": mode},
         "git_commit": git_commit(),
@@ -157,9 +158,10 @@ def _resumable_checkpoint(output_dir: Path, digest: str) -> str | None:
 
 
 def _checkpoint_epoch(path: str) -> int | None:
+    """Epochs trained when the best checkpoint was saved (1-based; Lightning stores the index)."""
     if not path:
         return None
-    return int(torch.load(path, map_location="cpu", weights_only=False)["epoch"])
+    return int(torch.load(path, map_location="cpu", weights_only=False)["epoch"]) + 1
 
 
 def _nest(flat: dict[str, float], split: str) -> dict[str, dict[str, float]]:
@@ -208,8 +210,9 @@ def main(cfg: DictConfig) -> float:
     hydra_cfg = HydraConfig.get()
     record = run(cfg, hydra_cfg.runtime.output_dir, list(hydra_cfg.overrides.task))
     if cfg.get("print_results", True):
-        print(f"\n{cfg.arch._target_.rsplit('.', 1)[-1]} on {record['config']['data']['_target_'].rsplit('.', 1)[-1]}"
-              f" (best epoch {record['best_epoch']}, {record['timing']['train_seconds']:.1f}s):")
+        print(f"\n{cfg.arch._target_.rsplit('.', 1)[-1]} on {record.get('dataset', '?')}, weighting "
+              f"{cfg.weighting._target_.rsplit('.', 1)[-1]} (best epoch {record['best_epoch']}, "
+              f"{record['timing']['train_seconds']:.1f}s training):")
         print(format_metrics(record))
         print(f"results: {Path(hydra_cfg.runtime.output_dir) / RESULTS_FILE}")
     return selection_value(record)

@@ -15,7 +15,10 @@ Format (version 1)::
       "git_commit": "<sha or null>",
       "versions": {"python": ..., "torch": ..., "lightning": ..., "mtlrec": ...},
       "num_parameters": 12345,
-      "best_epoch": 7,
+      "best_epoch": 7,                              # epochs trained at the best checkpoint (1-based)
+      "epochs_trained": 10,
+      "checkpoint": "checkpoints/best.ckpt",        # relative to the run folder
+      "dataset": "census_income_group1",
       "metrics": {"val": {"income": {"auc": 0.95, "logloss": 0.12}, ...},
                   "test": {...}},
       "timing": {"train_seconds": 61.2, "train_samples_per_second": 30000.0},

@@ -38,7 +38,7 @@ so it always gets one row per task (with a zero row it still returns a finite di
 from __future__ import annotations
 
 import inspect
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping
 
 import torch
 from torch import Tensor
@@ -47,7 +47,7 @@ from torchjd.aggregation import Aggregator
 from torchjd.autojac import backward as jac_backward
 from torchjd.autojac import jac_to_grad
 
-from .base import BackwardFn, SharedModel, Weighting
+from .base import BackwardFn, Weighting
 
 AggregatorSpec = Aggregator | Callable[..., Aggregator] | Mapping
 
@@ -101,19 +101,12 @@ class AggregationWeighting(Weighting):
         self.optimize_gramian_computation = bool(optimize_gramian_computation)
         self._last_weights_t: tuple[list[str], Tensor] | None = None
 
-    def setup(
-        self,
-        task_names: Sequence[str],
-        model: SharedModel,
-        labelled_counts: Mapping[str, int],
-        **kwargs,
-    ) -> None:
-        super().setup(task_names, model, labelled_counts, **kwargs)
+    def _on_setup(self, labelled_counts: Mapping[str, int]) -> None:
         if self._aggregator_spec is not None:
             self.aggregator = _build_aggregator(self._aggregator_spec, len(self.task_names))
         if isinstance(self.aggregator, Stateful):
             self.aggregator.reset()
-        self._shared = [p for p in model.shared_parameters if p.requires_grad]
+        self._shared = [p for p in self._model.shared_parameters if p.requires_grad]
         self._last_weights_t = None
 
     def backward(self, losses: Mapping[str, Tensor], backward_fn: BackwardFn) -> None:

@@ -41,7 +41,8 @@ class Weighting(nn.Module, ABC):
     """Base class: combine per-task losses into gradients on the model's parameters.
 
     Lifecycle, driven by the training module:
-      ``setup(task_names, model, labelled_counts)`` once before training;
+      ``setup(task_names, model, labelled_counts)`` once before training (a scheme does its own
+      initialisation in :meth:`_on_setup`, which ``setup`` calls last);
       ``backward(losses, backward_fn)`` every training step (fills ``.grad`` of model parameters,
       and updates the weighting's own learnable weights, if any);
       ``on_train_epoch_end(epoch_mean_losses)`` at the end of each training epoch.
@@ -63,6 +64,11 @@ class Weighting(nn.Module, ABC):
         self.task_names = list(task_names)
         self.task_kinds = dict(task_kinds) if task_kinds is not None else {}
         self._model = model  # plain attribute: a view, never registered as a submodule
+        self._on_setup(labelled_counts)
+
+    def _on_setup(self, labelled_counts: Mapping[str, int]) -> None:
+        """Scheme-specific setup, called at the end of :meth:`setup` (``task_names``,
+        ``task_kinds`` and the model view are set by then)."""
 
     @abstractmethod
     def backward(self, losses: Mapping[str, Tensor], backward_fn: BackwardFn) -> None:

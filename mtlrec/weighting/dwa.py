@@ -11,11 +11,11 @@ from __future__ import annotations
 
 import math
 import warnings
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 
 from torch import Tensor
 
-from .base import BackwardFn, SharedModel, Weighting, weighted_sum
+from .base import BackwardFn, Weighting, weighted_sum
 
 
 class DWAWeighting(Weighting):
@@ -29,14 +29,7 @@ class DWAWeighting(Weighting):
         self.history: list[dict[str, float]] = []
         self._weights: dict[str, float] = {}
 
-    def setup(
-        self,
-        task_names: Sequence[str],
-        model: SharedModel,
-        labelled_counts: Mapping[str, int],
-        **kwargs,
-    ) -> None:
-        super().setup(task_names, model, labelled_counts, **kwargs)
+    def _on_setup(self, labelled_counts: Mapping[str, int]) -> None:
         self.history: list[dict[str, float]] = []  # epoch-mean losses, oldest first
         self._weights = {t: 1.0 for t in self.task_names}
 

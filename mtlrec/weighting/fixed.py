@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 
 from torch import Tensor
 
-from .base import BackwardFn, SharedModel, Weighting, weighted_sum
+from .base import BackwardFn, Weighting, weighted_sum
 
 
 class FixedWeighting(Weighting):
@@ -30,14 +30,7 @@ class FixedWeighting(Weighting):
         self.by_data_volume = bool(by_data_volume)
         self._weights: dict[str, float] = {}
 
-    def setup(
-        self,
-        task_names: Sequence[str],
-        model: SharedModel,
-        labelled_counts: Mapping[str, int],
-        **kwargs,
-    ) -> None:
-        super().setup(task_names, model, labelled_counts, **kwargs)
+    def _on_setup(self, labelled_counts: Mapping[str, int]) -> None:
         unknown = sorted(set(self._given) - set(self.task_names))
         if unknown:
             raise ValueError(

@@ -37,16 +37,14 @@ warning is issued once.
 
 from __future__ import annotations
 
-import copy
 import warnings
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Mapping
 
 import torch
 from torch import Tensor, nn
 
-from .base import BackwardFn, SharedModel, Weighting
-
-OptimizerFactory = Callable[[Iterable[nn.Parameter]], torch.optim.Optimizer]
+from .base import BackwardFn
+from .learned import LearnedWeighting, OptimizerFactory
 
 
 def _acc(t: Tensor) -> Tensor:
@@ -54,7 +52,7 @@ def _acc(t: Tensor) -> Tensor:
     return t.to(torch.promote_types(t.dtype, torch.float32))
 
 
-class GradNormWeighting(Weighting):
+class GradNormWeighting(LearnedWeighting):
     """GradNorm; see the module docstring.
 
     ``alpha``: restoring-force asymmetry (paper default 1.5; 0.12 in its toy example).
@@ -70,53 +68,25 @@ class GradNormWeighting(Weighting):
         min_weight: float = 1e-3,
         optimizer: OptimizerFactory | None = None,
     ) -> None:
-        super().__init__()
+        super().__init__(lr, optimizer)
         if min_weight <= 0:
             raise ValueError(f"weighting.min_weight must be > 0, got {min_weight}")
         self.alpha = float(alpha)
-        self.lr = float(lr)
         self.min_weight = float(min_weight)
-        self._optimizer_factory = optimizer
-        self._opt: torch.optim.Optimizer | None = None
-        self._pending_opt_state: dict | None = None
         self._warned_no_shared = False
         self._last: tuple | None = None
 
-    def setup(
-        self,
-        task_names: Sequence[str],
-        model: SharedModel,
-        labelled_counts: Mapping[str, int],
-        **kwargs,
-    ) -> None:
-        super().setup(task_names, model, labelled_counts, **kwargs)
+    def _on_setup(self, labelled_counts: Mapping[str, int]) -> None:
+        super()._on_setup(labelled_counts)
         n = len(self.task_names)
         self.task_weights = nn.Parameter(torch.ones(n))
         # L_i(0); NaN until the task's first step. A buffer so it is checkpointed with the weights.
         self.register_buffer("initial_losses", torch.full((n,), float("nan")))
-        self._opt = None
         self._warned_no_shared = False
         self._last = None
 
-    def _make_optimizer(self) -> torch.optim.Optimizer:
-        if self._optimizer_factory is not None:
-            opt = self._optimizer_factory([self.task_weights])
-        else:
-            opt = torch.optim.Adam([self.task_weights], lr=self.lr)
-        if self._pending_opt_state is not None:  # restored from a checkpoint
-            opt.load_state_dict(self._pending_opt_state)
-            self._pending_opt_state = None
-        return opt
-
-    # The weights' optimizer state travels with the module's state_dict (checkpoint resume).
-    def get_extra_state(self) -> dict:
-        opt = self._opt.state_dict() if self._opt is not None else self._pending_opt_state
-        return {"optimizer": opt}
-
-    def set_extra_state(self, state: dict) -> None:
-        # a copy: the source may be a live optimizer that keeps stepping
-        self._pending_opt_state = copy.deepcopy(state.get("optimizer"))
-        self._opt = None
+    def _learned_parameters(self) -> list[nn.Parameter]:
+        return [self.task_weights]
 
     def backward(self, losses: Mapping[str, Tensor], backward_fn: BackwardFn) -> None:
         idx = [i for i, t in enumerate(self.task_names) if t in losses]
@@ -194,11 +164,7 @@ class GradNormWeighting(Weighting):
             target = g_bar * r.pow(self.alpha)
         l_grad = ((g - target).abs() * vf).sum()
 
-        if self._opt is None:
-            self._opt = self._make_optimizer()
-        self._opt.zero_grad(set_to_none=True)
-        l_grad.backward(inputs=[w_all])
-        self._opt.step()
+        self._step_learned(l_grad)
         with torch.no_grad():
             w_all.clamp_(min=self.min_weight)
             w_all.mul_(len(self.task_names) / w_all.sum())

@@ -30,22 +30,20 @@ L ≈ 10⁴). Losses of order 1 (cross-entropy) are not affected.
 
 from __future__ import annotations
 
-import copy
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Mapping
 
 import torch
 from torch import Tensor, nn
 
-from .base import BackwardFn, SharedModel, Weighting
+from .base import BackwardFn
+from .learned import LearnedWeighting, OptimizerFactory
 
 # Multiplier c of e^{-s} in each task's term.
 _FORM_COEF = {"regression": 0.5, "classification": 1.0}
 _KIND_TO_FORM = {"regression": "regression", "binary": "classification", "multiclass": "classification"}
 
-OptimizerFactory = Callable[[Iterable[nn.Parameter]], torch.optim.Optimizer]
 
-
-class UncertaintyWeighting(Weighting):
+class UncertaintyWeighting(LearnedWeighting):
     """Learned ``s_k = log σ_k²`` per task; see the module docstring.
 
     ``lr``: learning rate of the default Adam optimizer for the ``s_k`` (ignored when
@@ -63,28 +61,17 @@ class UncertaintyWeighting(Weighting):
         init_log_var: float = 0.0,
         optimizer: OptimizerFactory | None = None,
     ) -> None:
-        super().__init__()
+        super().__init__(lr, optimizer)
         if form != "auto" and form not in _FORM_COEF:
             raise ValueError(
                 f"weighting.form must be 'auto', 'regression' or 'classification', got {form!r}"
             )
-        self.lr = float(lr)
         self.form = form
         self._kinds_override = dict(task_kinds) if task_kinds is not None else None
         self.init_log_var = float(init_log_var)
-        self._optimizer_factory = optimizer
-        self._opt: torch.optim.Optimizer | None = None
-        self._pending_opt_state: dict | None = None
 
-    def setup(
-        self,
-        task_names: Sequence[str],
-        model: SharedModel,
-        labelled_counts: Mapping[str, int],
-        *,
-        task_kinds: Mapping[str, str] | None = None,
-    ) -> None:
-        super().setup(task_names, model, labelled_counts, task_kinds=task_kinds)
+    def _on_setup(self, labelled_counts: Mapping[str, int]) -> None:
+        super()._on_setup(labelled_counts)
         forms = {}
         if self.form != "auto":
             forms = {t: self.form for t in self.task_names}
@@ -111,27 +98,9 @@ class UncertaintyWeighting(Weighting):
             torch.tensor([_FORM_COEF[forms[t]] for t in self.task_names]),
             persistent=False,
         )
-        self._opt = None
 
-    def _make_optimizer(self) -> torch.optim.Optimizer:
-        if self._optimizer_factory is not None:
-            opt = self._optimizer_factory([self.log_vars])
-        else:
-            opt = torch.optim.Adam([self.log_vars], lr=self.lr)
-        if self._pending_opt_state is not None:  # restored from a checkpoint
-            opt.load_state_dict(self._pending_opt_state)
-            self._pending_opt_state = None
-        return opt
-
-    # The weights' optimizer state travels with the module's state_dict (checkpoint resume).
-    def get_extra_state(self) -> dict:
-        opt = self._opt.state_dict() if self._opt is not None else self._pending_opt_state
-        return {"optimizer": opt}
-
-    def set_extra_state(self, state: dict) -> None:
-        # a copy: the source may be a live optimizer that keeps stepping
-        self._pending_opt_state = copy.deepcopy(state.get("optimizer"))
-        self._opt = None
+    def _learned_parameters(self) -> list[nn.Parameter]:
+        return [self.log_vars]
 
     def backward(self, losses: Mapping[str, Tensor], backward_fn: BackwardFn) -> None:
         idx = [i for i, t in enumerate(self.task_names) if t in losses]
@@ -145,16 +114,11 @@ class UncertaintyWeighting(Weighting):
         backward_fn((mult.detach().to(stacked.dtype) * stacked).sum())
 
         # s gradient: d/ds_k [c_k e^{−s_k} L_k + ½ s_k] on the detached losses.
-        if self._opt is None:
-            self._opt = self._make_optimizer()
-        self._opt.zero_grad(set_to_none=True)
         # A task whose loss is exactly 0 had no labelled rows in the batch (the training module
         # returns 0·logits then); its ½s_k term alone would pull s_k down, so it sits this step out.
         lv = stacked.detach().to(mult.dtype)
         valid = (lv != 0).to(mult.dtype)
-        objective = (valid * (mult * lv + 0.5 * s)).sum()
-        objective.backward(inputs=[self.log_vars])
-        self._opt.step()
+        self._step_learned((valid * (mult * lv + 0.5 * s)).sum())
 
     def weights(self) -> dict[str, float]:
         """Effective multiplier of each loss: ``e^{−s_k}`` (classification) or ``½e^{−s_k}``."""

@@ -57,7 +57,7 @@ def test_run_completes_and_writes_results(main_run) -> None:
     assert rec["config"]["arch"]["_target_"].endswith(".MMoE")
     assert rec["main_task"] == "task1" and rec["selection"] == {"monitor": "val/task1/mse", "mode": "min"}
     assert rec["epochs_trained"] == 2 and len(rec["train_loss_per_epoch"]) == 2
-    assert rec["best_epoch"] in (0, 1)
+    assert rec["best_epoch"] in (1, 2)  # 1-based: epochs trained at the best checkpoint
     for split in ("val", "test"):
         assert set(rec["metrics"][split]) == {"task1", "task2"}
         for task in ("task1", "task2"):
@@ -76,7 +76,7 @@ def test_metrics_table_is_printed(main_run) -> None:
     out = proc.stdout.splitlines()
     for line in _table_lines(rec):
         assert line in out, f"missing {line!r} in stdout:\n{proc.stdout}"
-    assert any(l.startswith(f"MMoE on load_synthetic (best epoch {rec['best_epoch']},") for l in out)
+    assert any(l.startswith(f"MMoE on synthetic_p0.5, weighting FixedWeighting (best epoch {rec['best_epoch']},") for l in out)
     assert f"results: {run_dir / 'results.json'}" in out
 
 
@@ -102,7 +102,7 @@ def test_ple_run(tmp_path) -> None:
     assert rec["status"] == "complete"
     assert rec["config"]["arch"]["_target_"].endswith(".PLE") and rec["config"]["arch"]["num_levels"] == 2
     assert "arch=ple" in rec["overrides"]
-    assert "PLE on load_synthetic" in proc.stdout
+    assert "PLE on synthetic_p0.5" in proc.stdout
 
 
 def test_unknown_option_value_fails_before_anything_is_written(tmp_path) -> None:
