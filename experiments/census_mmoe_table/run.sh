@@ -9,6 +9,6 @@ cd "$here/../.."
 # Finished runs are skipped on a re-run (same config hash), so an interrupted sweep just resumes.
 mtlrec-train -m experiment=census_mmoe_table data.root="$root" hydra/launcher=local_parallel
 mtlrec-report multirun/census_mmoe_table --rows data.group,arch --metrics "*/auc" \
-  --baseline arch=shared_bottom --reference "$here/paper.yaml" \
+  --baseline arch=shared_bottom --reference "experiments/census_mmoe_table/paper.yaml" \
   --title "Census-Income (MMoE paper protocol): test AUC, mean ± std over 10 seeds" \
-  --out "$here/report" --markdown-file "$here/RESULTS.md"
+  --out "experiments/census_mmoe_table/report" --markdown-file "experiments/census_mmoe_table/RESULTS.md"

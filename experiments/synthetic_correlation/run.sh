@@ -9,4 +9,4 @@ mtlrec-report multirun/synthetic_correlation --rows data.correlation,arch --metr
   --task-mean mse --baseline arch=shared_bottom \
   --plot-x data.correlation --plot-metric test/mean/mse --plot-lines arch \
   --title "Synthetic data (MMoE paper Fig. 4 setting): test MSE, mean ± std over 10 paired seeds" \
-  --out "$here/report" --markdown-file "$here/RESULTS.md"
+  --notes "experiments/synthetic_correlation/NOTES.md" --out "experiments/synthetic_correlation/report" --markdown-file "experiments/synthetic_correlation/RESULTS.md"

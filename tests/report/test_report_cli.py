@@ -98,3 +98,16 @@ def test_duplicates_reported(sweep: Path, tmp_path: Path, capsys: pytest.Capture
 def test_console_script_declared() -> None:
     text = (Path(__file__).resolve().parents[2] / "pyproject.toml").read_text()
     assert 'mtlrec-report = "mtlrec.report.cli:main"' in text
+
+
+def test_notes_are_appended_to_the_markdown_document(tmp_path) -> None:
+    report_main = main
+    write_run(tmp_path / "runs" / "a", make_result("mmoe", 0, income_auc=0.9, income_loss=0.2, val_auc=0.9))
+    notes = tmp_path / "NOTES.md"
+    notes.write_text("## Discussion\n\nOurs differ because of X.\n")
+    out = tmp_path / "RESULTS.md"
+    assert report_main([str(tmp_path / "runs"), "--markdown-file", str(out), "--notes", str(notes)]) == 0
+    text = out.read_text()
+    assert text.endswith("\n## Discussion\n\nOurs differ because of X.\n")
+    assert text.index("income/auc") < text.index("## Discussion")
+    assert report_main([str(tmp_path / "runs"), "--notes", str(tmp_path / "missing.md")]) == 2
