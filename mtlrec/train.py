@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import logging
 import platform
+import shutil
 import time
 from pathlib import Path
 from typing import Any
@@ -47,6 +48,9 @@ HASH_FILE = ".config_hash"
 def build_datamodule(cfg: DictConfig) -> TabularDataModule:
     data_cfg = OmegaConf.to_container(cfg.data, resolve=True)
     loader = data_cfg.pop("loader", {}) or {}
+    unknown = sorted(set(loader) - {"batch_size", "eval_batch_size"})
+    if unknown:
+        raise ValueError(f"data.loader: unknown option(s) {unknown}; the options are batch_size and eval_batch_size")
     raw = instantiate(data_cfg, _convert_="all")
     datamodule = TabularDataModule(raw, seed=cfg.seed, **loader)
     datamodule.setup()
@@ -102,6 +106,8 @@ def run(cfg: DictConfig, output_dir: str | Path, overrides: list[str] | None = N
 
     output_dir.mkdir(parents=True, exist_ok=True)
     resume = _resumable_checkpoint(output_dir, digest)
+    if resume is None:  # another config's (or a finished run's) checkpoints must never be picked up
+        shutil.rmtree(output_dir / "checkpoints", ignore_errors=True)
     (output_dir / HASH_FILE).write_text(digest)
     datamodule.save_preprocessing(output_dir)
     record: dict[str, Any] = {
@@ -121,6 +127,7 @@ def run(cfg: DictConfig, output_dir: str | Path, overrides: list[str] | None = N
         started = time.perf_counter()
         trainer.fit(module, datamodule=datamodule, ckpt_path=resume)
         train_seconds = time.perf_counter() - started
+        final_weights = module.weighting.weights()  # before validate() reloads the best checkpoint
         best = trainer.checkpoint_callback.best_model_path if trainer.checkpoint_callback else ""
         ckpt = best or None
         val = trainer.validate(module, datamodule=datamodule, ckpt_path=ckpt, verbose=False)[0]
@@ -141,7 +148,7 @@ def run(cfg: DictConfig, output_dir: str | Path, overrides: list[str] | None = N
             "train_seconds": round(train_seconds, 3),
             "train_samples_per_second": round(throughput.samples_per_second, 1),
         },
-        weights={"final": module.weighting.weights(), "per_epoch": module.weight_history},
+        weights={"final": final_weights, "per_epoch": module.weight_history},
         train_loss_per_epoch=module.loss_history,
     )
     write_json_atomic(output_dir / RESULTS_FILE, record)
@@ -199,10 +206,12 @@ def format_metrics(record: dict[str, Any]) -> str:
 
 
 def selection_value(record: dict[str, Any]) -> float:
-    """The main task's validation selection metric (what a sweeper optimises)."""
+    """The main task's validation selection metric as a score to *maximise* (what a sweeper
+    optimises): AUC/accuracy as they are, MSE negated, so one Optuna direction fits every task kind."""
     task = record["main_task"]
     metric = record["selection"]["monitor"].split("/", 2)[2]
-    return float(record["metrics"]["val"][task][metric])
+    value = float(record["metrics"]["val"][task][metric])
+    return -value if record["selection"]["mode"] == "min" else value
 
 
 @hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="config")

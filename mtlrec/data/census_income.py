@@ -20,6 +20,7 @@ from __future__ import annotations
 import functools
 import gzip
 import zlib
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -227,10 +228,13 @@ def _add_labels(df: pd.DataFrame, tasks: tuple[str, ...], path: Path) -> pd.Data
     return out.assign(**labels)
 
 
-def _schema(group: int) -> Schema:
+def _schema(group: int, exclude: tuple[str, ...] = ()) -> Schema:
     tasks = GROUPS[group]
     sources = tuple(_TASK_SOURCES[t][0] for t in tasks)
-    excluded = (*sources, *ALWAYS_EXCLUDED)
+    unknown = sorted(set(exclude) - set(COLUMNS))
+    if unknown:
+        raise SchemaError(f"data.exclude: unknown Census column(s) {unknown}; columns are {list(COLUMNS)}")
+    excluded = tuple(dict.fromkeys((*sources, *ALWAYS_EXCLUDED, *exclude)))
     features = [
         FeatureSpec(c, "numeric", log1p=NUMERIC[c]) if c in NUMERIC else FeatureSpec(c, "categorical")
         for c in COLUMNS
@@ -244,7 +248,9 @@ def _schema(group: int) -> Schema:
     )
 
 
-def load_census_income(root: str, group: int = 1, split_seed: int = 0, download: bool = False) -> RawDataset:
+def load_census_income(
+    root: str, group: int = 1, split_seed: int = 0, download: bool = False, exclude: Sequence[str] = ()
+) -> RawDataset:
     """Load Census-Income (KDD) as in the MMoE paper's Census-income experiment (Ma et al., KDD 2018).
 
     Args:
@@ -253,6 +259,10 @@ def load_census_income(root: str, group: int = 1, split_seed: int = 0, download:
         split_seed: seed of the random 1:1 val/test split of the ``.test`` file. The paper splits
             the test file at random without giving a seed; fixing it makes runs comparable.
         download: fetch missing files from UCI (the decompressed content is md5-checked).
+        exclude: further columns to keep out of the features. The paper keeps every other column;
+            note that ``det_hh_fam_stat`` and ``det_hh_summ`` (household role) nearly determine
+            ``marital`` (e.g. every "Spouse of householder" is married), so exclude them to study
+            the marital task without these proxies.
 
     Returns:
         ``RawDataset`` named ``census_income_group{group}`` with splits ``train`` (the whole
@@ -281,7 +291,7 @@ def load_census_income(root: str, group: int = 1, split_seed: int = 0, download:
     test = holdout.iloc[perm[half:]].reset_index(drop=True)
 
     return RawDataset(
-        schema=_schema(group),
+        schema=_schema(group, tuple(exclude)),
         splits={"train": train.reset_index(drop=True), "val": val, "test": test},
         name=f"census_income_group{group}",
     )

@@ -120,7 +120,11 @@ class Preprocessor:
                 f"first at row {first}; drop those rows or declare a mask column for the task"
             )
         if task.kind == "binary" and not np.isin(y, (0.0, 1.0)).all():
-            raise SchemaError(f"{split}: binary task {task.name!r} needs 0/1 labels in column {task.label!r}")
+            bad_rows = np.flatnonzero(~np.isin(y, (0.0, 1.0)))
+            raise SchemaError(
+                f"{split}: binary task {task.name!r} needs 0/1 labels in column {task.label!r}; found "
+                f"{sorted(set(y[bad_rows[:5]].tolist()))} (first at row {int(bad_rows[0])})"
+            )
         if task.kind == "multiclass":
             if not ((y >= 0) & (y < task.num_classes) & (y == np.round(y))).all():
                 raise SchemaError(
@@ -137,13 +141,24 @@ class Preprocessor:
             values = pd.to_numeric(frame[column], errors="raise").to_numpy(dtype=np.float64, na_value=np.nan)
         except (ValueError, TypeError) as err:
             raise SchemaError(f"numeric feature {column!r} holds non-numeric values ({err}); declare it categorical") from err
+        if np.isinf(values).any():
+            row = int(np.flatnonzero(np.isinf(values))[0])
+            raise SchemaError(
+                f"numeric feature {column!r} holds an infinite value (first at row {row}); "
+                f"clean it or mark it missing (NaN is imputed with the training mean)"
+            )
         return _signed_log1p(values) if log1p else values
 
     @staticmethod
     def _require_columns(frame: pd.DataFrame, columns: list[str], split: str) -> None:
         missing = [c for c in columns if c not in frame.columns]
         if missing:
-            raise SchemaError(f"{split}: column(s) {missing} missing; the frame has {list(frame.columns)[:20]}...")
+            shown = list(frame.columns)[:20]
+            more = f" (+{len(frame.columns) - 20} more)" if len(frame.columns) > 20 else ""
+            raise SchemaError(
+                f"{split}: column(s) {missing} missing; the frame has {shown}{more}. "
+                f"Check the file and the dataset's schema (feature/label names)"
+            )
 
     # -- persistence -----------------------------------------------------------------------
     def state_dict(self) -> dict[str, Any]:

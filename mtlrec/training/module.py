@@ -114,6 +114,15 @@ class MultiTaskModule(L.LightningModule):
         self.weighting.on_train_epoch_end(mean_losses)
         self._epoch_loss, self._epoch_weights, self._epoch_steps = {}, {}, 0
 
+    # Per-epoch histories travel in checkpoints, so a resumed run reports its whole trajectory.
+    def on_save_checkpoint(self, checkpoint: dict) -> None:
+        checkpoint["mtlrec_history"] = {"weights": self.weight_history, "losses": self.loss_history}
+
+    def on_load_checkpoint(self, checkpoint: dict) -> None:
+        history = checkpoint.get("mtlrec_history", {})
+        self.weight_history = list(history.get("weights", []))
+        self.loss_history = list(history.get("losses", []))
+
     # -- evaluation --------------------------------------------------------------------------
     def _update_metrics(self, split: str, batch: dict) -> None:
         outputs = self(batch)

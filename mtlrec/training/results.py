@@ -122,13 +122,28 @@ def is_complete(run_dir: str | os.PathLike, expected_hash: str) -> bool:
     return bool(res) and res.get("status") == "complete" and res.get("config_hash") == expected_hash
 
 
-def git_commit(start: str | os.PathLike | None = None) -> str | None:
-    """The commit of the source tree mtlrec runs from (``None`` outside a git checkout)."""
-    where = Path(start) if start else Path(__file__).resolve().parent
+def _git(args: list[str], where: Path) -> str | None:
     try:
-        out = subprocess.run(
-            ["git", "rev-parse", "HEAD"], cwd=where, capture_output=True, text=True, timeout=5, check=True
-        )
+        out = subprocess.run(["git", *args], cwd=where, capture_output=True, text=True, timeout=5, check=True)
     except (OSError, subprocess.SubprocessError):
         return None
-    return out.stdout.strip() or None
+    return out.stdout.strip()
+
+
+def _source_commit(where: Path) -> str | None:
+    """HEAD of the checkout mtlrec was imported from, ``+dirty`` when its tracked files differ."""
+    head = _git(["rev-parse", "HEAD"], where)
+    if not head:
+        return None
+    dirty = _git(["status", "--porcelain", "--untracked-files=no", "--", "."], where)
+    return f"{head}+dirty" if dirty else head
+
+
+# Read once, when mtlrec is imported: a long-lived sweep worker keeps the code it imported, so the
+# commit at import time is the code that ran, even if HEAD moves during the sweep.
+_IMPORT_COMMIT = _source_commit(Path(__file__).resolve().parents[2])
+
+
+def git_commit() -> str | None:
+    """The commit of the source tree this process imported mtlrec from (``None`` outside git)."""
+    return _IMPORT_COMMIT

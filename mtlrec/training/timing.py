@@ -27,8 +27,9 @@ class TrainThroughput(L.Callback):
         self.samples += int(batch["numeric"].shape[0])
 
     def on_validation_epoch_start(self, trainer, pl_module) -> None:
-        if trainer.training:
-            self._stop()
+        # (trainer.training is False here, during fit's validation too: stop unconditionally;
+        # _stop does nothing when no training epoch is being timed)
+        self._stop()
 
     def on_train_epoch_end(self, trainer, pl_module) -> None:
         self._stop()

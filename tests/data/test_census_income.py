@@ -354,3 +354,12 @@ def test_full_group2() -> None:
     assert tr["education"].sum() == 39_183
     assert tr["marital"].sum() == 86_485
     assert (len(ds.splits["val"]), len(ds.splits["test"])) == (49_881, 49_881)
+
+
+def test_exclude_keeps_extra_columns_out_of_the_features() -> None:
+    raw = load_census_income(str(FIXTURE), exclude=["det_hh_fam_stat", "det_hh_summ"])
+    names = {f.name for f in raw.schema.features}
+    assert "det_hh_fam_stat" not in names and "det_hh_summ" not in names
+    assert {"det_hh_fam_stat", "det_hh_summ"} <= set(raw.schema.excluded)
+    with pytest.raises(SchemaError, match=r"data.exclude: unknown Census column\(s\) \['nope'\]"):
+        load_census_income(str(FIXTURE), exclude=["nope"])

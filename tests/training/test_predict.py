@@ -55,3 +55,12 @@ def test_scores_equal_the_best_checkpoints_outputs_on_test_data(finished_run) ->
 def test_missing_run_is_a_clear_error(tmp_path) -> None:
     with pytest.raises(FileNotFoundError, match="no complete results.json"):
         RunScorer(tmp_path)
+
+
+def test_unknown_loader_option_names_the_option() -> None:
+    from hydra import compose, initialize_config_dir
+
+    with initialize_config_dir(train.CONFIG_DIR, version_base="1.3"):
+        cfg = compose("config", overrides=["+data.loader.batchsize=3"])
+    with pytest.raises(ValueError, match=r"data.loader: unknown option\(s\) \['batchsize'\]"):
+        train.build_datamodule(cfg)

@@ -67,4 +67,6 @@ class CrossStitch(Architecture):
         return [self.towers]
 
     def last_shared_parameters(self) -> list[nn.Parameter]:
-        return [self.stitches[-1].alpha]
+        # the last column layer: the final stitch mixes every column into every task, so all tasks'
+        # losses reach all of it (the stitch's α itself is split row-wise between tasks)
+        return self.columns[-1].last_layer_parameters()
