@@ -5,7 +5,9 @@ set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 cd "$here/../.."
 mtlrec-train -m experiment=synthetic_correlation hydra/launcher=local_parallel
-mtlrec-report multirun/synthetic_correlation --rows data.correlation,arch --metrics mse \
+# keep a publishable copy of every complete result (no checkpoints, no machine paths)
+python -m mtlrec.report.archive multirun/synthetic_correlation experiments/synthetic_correlation/runs
+mtlrec-report experiments/synthetic_correlation/runs --rows data.correlation,arch --metrics mse \
   --task-mean mse --baseline arch=shared_bottom \
   --plot-x data.correlation --plot-metric test/mean/mse --plot-lines arch \
   --title "Synthetic data (MMoE paper Fig. 4 setting): test MSE, mean ± std over 10 paired seeds" \

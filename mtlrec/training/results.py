@@ -101,6 +101,11 @@ def config_hash(config: dict[str, Any]) -> str:
     return hashlib.sha256(canonical.encode()).hexdigest()[:16]
 
 
+def without_location_keys(config: dict[str, Any]) -> dict[str, Any]:
+    """The config minus where-it-ran keys (what the hash covers; what an archive may publish)."""
+    return _without_keys(config, "")
+
+
 def _without_keys(node: Any, prefix: str) -> Any:
     if not isinstance(node, dict):
         return node
