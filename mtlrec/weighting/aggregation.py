@@ -137,19 +137,19 @@ class AggregationWeighting(Weighting):
             retain_graph=True,
             parallel_chunk_size=self.parallel_chunk_size,
         )
-        # Plain Σ L_k for the non-shared parameters; shared .grad set aside so it is untouched.
-        saved = [p.grad for p in self._shared]
-        for p in self._shared:
-            p.grad = None
-        try:
-            backward_fn(total)
-        finally:
-            for p, g in zip(self._shared, saved, strict=True):
-                p.grad = g
-        if self.optimize_gramian_computation:
-            w = jac_to_grad(self._shared, self.aggregator, optimize_gramian_computation=True)
-        else:
-            w = jac_to_grad(self._shared, self.aggregator)
+        # Plain Σ L_k for the task-specific parameters only: restricting the backward to them
+        # leaves the shared .grad untouched and skips the shared trunk's weight gradients.
+        task_params = [p for p in self._model.task_parameters if p.requires_grad]
+        if task_params:
+            backward_fn(total, inputs=task_params)
+        else:  # nothing task-specific: the backward_fn still runs once (strategies count on it)
+            saved = [p.grad for p in self._shared]
+            try:
+                backward_fn(total)
+            finally:
+                for p, g in zip(self._shared, saved, strict=True):
+                    p.grad = g
+        w = jac_to_grad(self._shared, self.aggregator, optimize_gramian_computation=self.optimize_gramian_computation)
         self._last_weights_t = (present, w.detach()) if w is not None else None
 
     def weights(self) -> dict[str, float]:
