@@ -71,10 +71,7 @@ class MultiTaskModule(L.LightningModule):
         """Mean loss per task over the rows in its sample space (all rows when unmasked)."""
         losses = {}
         for task, objective in self.objectives.items():
-            logits, target = outputs.logits[task], batch["labels"][task]
-            mask = batch["masks"].get(task)
-            if mask is not None:
-                logits, target = logits[mask], target[mask]
+            logits, target = _in_sample_space(outputs, batch, task)
             # an all-masked batch contributes zero loss but keeps the graph connected
             losses[task] = objective.loss(logits, target) if target.numel() else logits.sum() * 0.0
         return losses
@@ -127,10 +124,7 @@ class MultiTaskModule(L.LightningModule):
     def _update_metrics(self, split: str, batch: dict) -> None:
         outputs = self(batch)
         for task, objective in self.objectives.items():
-            logits, target = outputs.logits[task], batch["labels"][task]
-            mask = batch["masks"].get(task)
-            if mask is not None:
-                logits, target = logits[mask], target[mask]
+            logits, target = _in_sample_space(outputs, batch, task)
             if target.numel():
                 objective.update(self.metrics[split][task], logits, target)
 
@@ -154,3 +148,12 @@ class MultiTaskModule(L.LightningModule):
 
     def on_test_epoch_end(self) -> None:
         self._log_metrics("test")
+
+
+def _in_sample_space(outputs: TaskOutputs, batch: dict, task: str) -> tuple[Tensor, Tensor]:
+    """The task's logits and labels on the rows of its sample space (its mask; all rows if none)."""
+    logits, target = outputs.logits[task], batch["labels"][task]
+    mask = batch["masks"].get(task)
+    if mask is None:
+        return logits, target
+    return logits[mask], target[mask]
