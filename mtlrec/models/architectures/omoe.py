@@ -2,36 +2,18 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-
 from torch import nn
 
-from mtlrec.data.schema import Schema
-from mtlrec.models.base import Architecture, TaskOutputs
-from mtlrec.models.blocks.experts import ExpertLayer
+from mtlrec.models.architectures.mixture import MixtureOfExperts
+from mtlrec.models.base import TaskOutputs
 from mtlrec.models.blocks.gate import Gate, mix
 
 
-class OMoE(Architecture):
+class OMoE(MixtureOfExperts):
     """Like MMoE, but every task sees the same mixture (one gate), so only towers differ."""
 
-    def __init__(
-        self,
-        schema: Schema,
-        field_sizes: Sequence[int],
-        embedding_dim: int = 8,
-        num_experts: int = 8,
-        expert_units: Sequence[int] = (16,),
-        tower_units: Sequence[int] = (8,),
-        gate_temperature: float = 1.0,
-        dropout: float = 0.0,
-    ):
-        super().__init__(schema, field_sizes)
-        self.embedding = self.make_embedding(embedding_dim)
-        in_dim = self.embedding.output_dim
-        self.experts = ExpertLayer(num_experts, in_dim, expert_units, dropout)
-        self.gate = Gate(in_dim, num_experts, gate_temperature)
-        self.towers = self.make_towers(self.experts.output_dim, tower_units, dropout)
+    def build_gates(self, in_dim: int, num_experts: int, temperature: float) -> None:
+        self.gate = Gate(in_dim, num_experts, temperature)
 
     def forward(self, batch: dict) -> TaskOutputs:
         x = self.embedding(batch)
@@ -41,6 +23,3 @@ class OMoE(Architecture):
 
     def task_specific_modules(self) -> list[nn.Module]:
         return [self.towers]
-
-    def last_shared_parameters(self) -> list[nn.Parameter]:
-        return self.experts.last_layer_parameters()
