@@ -12,5 +12,5 @@ mtlrec-train -m experiment=census_mmoe_table data.root="$root" hydra/launcher=lo
 python -m mtlrec.report.archive multirun/census_mmoe_table experiments/census_mmoe_table/runs
 mtlrec-report experiments/census_mmoe_table/runs --rows data.group,arch --metrics "*/auc" \
   --baseline arch=shared_bottom --reference "experiments/census_mmoe_table/paper.yaml" \
-  --title "Census-Income (MMoE paper protocol): test AUC, mean ± std over 10 seeds" \
+  --title "Census-Income (MMoE paper protocol): test AUC, mean ± std (n seeds)" \
   --notes "experiments/census_mmoe_table/NOTES.md" --out "experiments/census_mmoe_table/report" --markdown-file "experiments/census_mmoe_table/RESULTS.md"

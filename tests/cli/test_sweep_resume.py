@@ -66,3 +66,18 @@ def test_rerunning_a_finished_sweep_skips_every_run_and_redoes_broken_ones(finis
     assert (runs[0] / "results.json").read_bytes() == before[runs[0]]  # untouched
     redone = json.loads((broken / "results.json").read_text())
     assert redone["status"] == "complete" and redone["config_hash"] == record["config_hash"]
+
+
+def test_a_sweep_restored_from_its_archive_skips_every_run(finished_sweep, tmp_path) -> None:
+    import shutil
+
+    from mtlrec.report.archive import archive
+
+    root, sweep_dir = finished_sweep
+    archive([sweep_dir], tmp_path / "runs")
+    restored = tmp_path / "restored"
+    shutil.copytree(tmp_path / "runs", restored)  # e.g. a new machine with only the committed archive
+    proc = _sweep(restored, root)
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    assert (proc.stdout + proc.stderr).count("skipping:") == 2
+    assert not any(restored.glob("*/checkpoints"))  # nothing was trained
