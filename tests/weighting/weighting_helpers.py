@@ -86,3 +86,13 @@ def one_thread():
         yield
     finally:
         torch.set_num_threads(n)
+
+
+def assert_backward_is_plain_sum(weighting, model, x, ys) -> None:
+    """One ``backward`` call fills exactly the gradients of Σ_k L_k (one backward_fn call)."""
+    ref = reference_grads(model, lambda m: sum(m.losses(x, ys).values()))
+    bw = CountingBackward()
+    weighting.backward(model.losses(x, ys), bw)
+    assert bw.calls == 1
+    for n, g in grads_of(model).items():
+        torch.testing.assert_close(g, ref[n])
