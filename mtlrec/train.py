@@ -24,6 +24,7 @@ import lightning as L
 import torch
 from hydra.core.hydra_config import HydraConfig
 from hydra.utils import instantiate
+from lightning.pytorch.callbacks import EarlyStopping
 from omegaconf import DictConfig, OmegaConf
 
 import mtlrec
@@ -38,6 +39,7 @@ from mtlrec.training.results import (
     read_results,
     write_json_atomic,
 )
+from mtlrec.training.selection import TaskwiseSelection
 from mtlrec.training.timing import TrainThroughput
 
 log = logging.getLogger("mtlrec.train")
@@ -71,8 +73,17 @@ def build_module(cfg: DictConfig, datamodule: TabularDataModule) -> MultiTaskMod
     )
 
 
-def build_callbacks(cfg: DictConfig, monitor: str, mode: str) -> list[L.Callback]:
+def build_callbacks(cfg: DictConfig, module: MultiTaskModule, checkpoint_dir: str | Path) -> list[L.Callback]:
+    """The config's callbacks, with ``monitor: auto`` resolved to the main task's validation metric.
+
+    When the tasks share no parameter (independent networks), selection is per task: a
+    :class:`TaskwiseSelection` checkpoints each network at its own best validation epoch and takes
+    over the early stopping of the ``monitor: auto`` ``EarlyStopping`` (its patience and min_delta).
+    """
+    monitor, mode = module.selection
+    taskwise = module.taskwise_selection()
     callbacks: list[L.Callback] = [TrainThroughput()]
+    patience, min_delta = None, 0.0
     for node in (cfg.get("callbacks") or {}).values():
         if node is None:
             continue
@@ -81,8 +92,33 @@ def build_callbacks(cfg: DictConfig, monitor: str, mode: str) -> list[L.Callback
             extra["monitor"] = monitor
         if node.get("mode") == "auto":
             extra["mode"] = mode
-        callbacks.append(instantiate(node, **extra))
+        callback = instantiate(node, **extra)
+        if taskwise and node.get("monitor") == "auto" and isinstance(callback, EarlyStopping):
+            patience, min_delta = callback.patience, callback.min_delta
+            continue
+        callbacks.append(callback)
+    if taskwise:
+        monitors, state_keys = taskwise
+        callbacks.append(TaskwiseSelection(monitors, state_keys, checkpoint_dir, patience, min_delta))
     return callbacks
+
+
+def selected_checkpoint(trainer: L.Trainer) -> str:
+    """The checkpoint that validation, test and scoring use: per-task best when selection is per
+    task, else the main task's best (``""`` when no checkpoint was kept)."""
+    for callback in trainer.callbacks:
+        if isinstance(callback, TaskwiseSelection):
+            return callback.best_model_path
+    return trainer.checkpoint_callback.best_model_path if trainer.checkpoint_callback else ""
+
+
+def best_epochs(trainer: L.Trainer, best: str, tasks: list[str]) -> dict[str, int | None]:
+    """task -> the epoch (1-based) its reported weights come from."""
+    for callback in trainer.callbacks:
+        if isinstance(callback, TaskwiseSelection):
+            return {t: callback.best_epoch[t] for t in tasks}
+    epoch = _checkpoint_epoch(best)
+    return {t: epoch for t in tasks}
 
 
 def run(cfg: DictConfig, output_dir: str | Path, overrides: list[str] | None = None) -> dict[str, Any]:
@@ -100,7 +136,7 @@ def run(cfg: DictConfig, output_dir: str | Path, overrides: list[str] | None = N
     datamodule = build_datamodule(cfg)  # bad data or config values fail here, before anything is written
     module = build_module(cfg, datamodule)
     monitor, mode = module.selection
-    callbacks = build_callbacks(cfg, monitor, mode)
+    callbacks = build_callbacks(cfg, module, output_dir / "checkpoints")
     logger = instantiate(cfg.logger) if cfg.get("logger") and "_target_" in cfg.logger else False
     trainer: L.Trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=logger)
 
@@ -118,7 +154,7 @@ def run(cfg: DictConfig, output_dir: str | Path, overrides: list[str] | None = N
         "seed": cfg.seed,
         "dataset": datamodule.raw.name,
         "main_task": datamodule.schema.main_task,
-        "selection": {"monitor": monitor, "mode": mode},
+        "selection": {"monitor": monitor, "mode": mode, "per_task": module.taskwise_selection() is not None},
         "git_commit": git_commit(),
         "versions": _versions(),
         "num_parameters": sum(p.numel() for p in module.architecture.parameters()),
@@ -128,7 +164,7 @@ def run(cfg: DictConfig, output_dir: str | Path, overrides: list[str] | None = N
         trainer.fit(module, datamodule=datamodule, ckpt_path=resume)
         train_seconds = time.perf_counter() - started
         final_weights = module.weighting.weights()  # before validate() reloads the best checkpoint
-        best = trainer.checkpoint_callback.best_model_path if trainer.checkpoint_callback else ""
+        best = selected_checkpoint(trainer)
         ckpt = best or None
         val = trainer.validate(module, datamodule=datamodule, ckpt_path=ckpt, verbose=False)[0]
         test = trainer.test(module, datamodule=datamodule, ckpt_path=ckpt, verbose=False)[0]
@@ -137,10 +173,12 @@ def run(cfg: DictConfig, output_dir: str | Path, overrides: list[str] | None = N
         write_json_atomic(output_dir / RESULTS_FILE, record)
         raise
     throughput = next(c for c in callbacks if isinstance(c, TrainThroughput))
+    epochs = best_epochs(trainer, best, datamodule.schema.task_names)
     record.update(
         status="complete",
         error=None,
-        best_epoch=_checkpoint_epoch(best),
+        best_epoch=epochs[datamodule.schema.main_task],
+        best_epochs=epochs,
         checkpoint=str(Path(best).relative_to(output_dir)) if best and Path(best).is_relative_to(output_dir) else best,
         epochs_trained=trainer.current_epoch,
         metrics={"val": _nest(val, "val"), "test": _nest(test, "test")},

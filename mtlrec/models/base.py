@@ -60,6 +60,11 @@ class Architecture(nn.Module, ABC):
     def last_shared_parameters(self) -> list[nn.Parameter]:
         """Weights of the last layer every task's output depends on (GradNorm's W); [] if none."""
 
+    def task_networks(self) -> dict[str, nn.Module] | None:
+        """task -> the module holding *all* of that task's parameters, when the tasks share none
+        (independent networks, selected per task); ``None`` for architectures that share."""
+        return None
+
     def shared_model(self) -> SharedModel:
         """Partition parameters into shared / task-specific for the weighting."""
         task_ids = {id(p) for m in self.task_specific_modules() for p in m.parameters()}

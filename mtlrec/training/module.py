@@ -14,6 +14,7 @@ from functools import partial
 
 import lightning as L
 import torch
+from lightning.pytorch.trainer.states import TrainerFn
 from torch import Tensor, nn
 
 from mtlrec.data.schema import Schema
@@ -62,6 +63,24 @@ class MultiTaskModule(L.LightningModule):
         """(monitored key, mode): the main task's validation selection metric."""
         metric, mode = self.objectives[self.schema.main_task].selection
         return f"val/{self.schema.main_task}/{metric}", mode
+
+    def taskwise_selection(self) -> tuple[dict[str, tuple[str, str]], dict[str, list[str]]] | None:
+        """For independent per-task networks: (task -> its own (monitored key, mode), task -> the
+        state_dict keys of its network), so each network is selected on its own validation metric
+        (see :mod:`mtlrec.training.selection`). ``None`` when tasks share parameters."""
+        networks = self.architecture.task_networks()
+        if networks is None:
+            return None
+        owner = {id(t): task for task, net in networks.items() for t in (*net.parameters(), *net.buffers())}
+        keys: dict[str, list[str]] = {task: [] for task in networks}
+        for name, tensor in (*self.named_parameters(), *self.named_buffers()):
+            if id(tensor) in owner:
+                keys[owner[id(tensor)]].append(name)
+        monitors = {}
+        for task in networks:
+            metric, mode = self.objectives[task].selection
+            monitors[task] = (f"val/{task}/{metric}", mode)
+        return monitors, keys
 
     def forward(self, batch: dict) -> TaskOutputs:
         return self.architecture(batch)
@@ -116,6 +135,10 @@ class MultiTaskModule(L.LightningModule):
         checkpoint["mtlrec_history"] = {"weights": self.weight_history, "losses": self.loss_history}
 
     def on_load_checkpoint(self, checkpoint: dict) -> None:
+        # Only a resumed fit takes the histories back. validate()/test() from the best checkpoint
+        # must keep the whole run's histories, not the ones saved at the best epoch.
+        if self._trainer is not None and self.trainer.state.fn != TrainerFn.FITTING:
+            return
         history = checkpoint.get("mtlrec_history", {})
         self.weight_history = list(history.get("weights", []))
         self.loss_history = list(history.get("losses", []))

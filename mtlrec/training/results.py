@@ -11,18 +11,22 @@ Format (version 1)::
       "overrides": ["arch=mmoe", "seed=3", ...],   # Hydra task overrides (the swept factors)
       "seed": 3,
       "main_task": "income",
-      "selection": {"monitor": "val/income/auc", "mode": "max"},
+      "selection": {"monitor": "val/income/auc", "mode": "max", "per_task": false},
+                                                    # per_task: independent networks, each selected
+                                                    # on its own validation metric (single_task)
       "git_commit": "<sha or null>",
       "versions": {"python": ..., "torch": ..., "lightning": ..., "mtlrec": ...},
       "num_parameters": 12345,
-      "best_epoch": 7,                              # epochs trained at the best checkpoint (1-based)
+      "best_epoch": 7,                              # the main task's best epoch (1-based)
+      "best_epochs": {"income": 7, "marital": 7},   # per task: the epoch its weights come from
       "epochs_trained": 10,
       "checkpoint": "checkpoints/best.ckpt",        # relative to the run folder
       "dataset": "census_income_group1",
       "metrics": {"val": {"income": {"auc": 0.95, "logloss": 0.12}, ...},
                   "test": {...}},
       "timing": {"train_seconds": 61.2, "train_samples_per_second": 30000.0},
-      "weights": {"final": {"income": 1.0, ...}, "per_epoch": [{"income": 1.0, ...}, ...]}
+      "weights": {"final": {"income": 1.0, ...}, "per_epoch": [{"income": 1.0, ...}, ...]},
+      "train_loss_per_epoch": [{"income": 0.2, ...}, ...]   # one entry per epoch trained
     }
 
 Written atomically (temporary file in the same folder, then ``os.replace``) so a killed run leaves

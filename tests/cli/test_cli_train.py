@@ -55,7 +55,7 @@ def test_run_completes_and_writes_results(main_run) -> None:
     assert rec["status"] == "complete" and rec["error"] is None and rec["format"] == 1
     assert rec["overrides"] == BASE
     assert rec["config"]["arch"]["_target_"].endswith(".MMoE")
-    assert rec["main_task"] == "task1" and rec["selection"] == {"monitor": "val/task1/mse", "mode": "min"}
+    assert rec["main_task"] == "task1" and rec["selection"] == {"monitor": "val/task1/mse", "mode": "min", "per_task": False}
     assert rec["epochs_trained"] == 2 and len(rec["train_loss_per_epoch"]) == 2
     assert rec["best_epoch"] in (1, 2)  # 1-based: epochs trained at the best checkpoint
     for split in ("val", "test"):

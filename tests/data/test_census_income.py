@@ -131,23 +131,45 @@ def test_val_test_is_a_seeded_half_split_of_the_test_file(g1: RawDataset) -> Non
     pd.testing.assert_frame_equal(other.splits["train"], g1.splits["train"])
 
 
-def test_group1_features_exclude_label_sources_and_instance_weight(g1: RawDataset) -> None:
+# The MMoE paper (§6.2) removes education and marital status from the inputs in both groups; the
+# lists are written out here (file order), not derived from the loader's constants.
+SHARED_INPUTS = [
+    "age", "class_worker", "det_ind_code", "det_occ_code", "wage_per_hour", "hs_college",
+    "major_ind_code", "major_occ_code", "race", "hisp_origin", "sex", "union_member", "unemp_reason",
+    "full_or_part_emp", "capital_gains", "capital_losses", "stock_dividends", "tax_filer_stat",
+    "region_prev_res", "state_prev_res", "det_hh_fam_stat", "det_hh_summ", "mig_chg_msa",
+    "mig_chg_reg", "mig_move_reg", "mig_same", "mig_prev_sunbelt", "num_emp", "fam_under_18",
+    "country_father", "country_mother", "country_self", "citizenship", "own_or_self", "vet_question",
+    "vet_benefits", "weeks_worked", "year",
+]  # fmt: skip
+GROUP1_INPUTS = SHARED_INPUTS  # income_50k is the label
+GROUP2_INPUTS = [*SHARED_INPUTS, "income_50k"]  # income is not a task in group 2: an ordinary input
+
+
+def test_group1_inputs_are_exactly_the_papers(g1: RawDataset) -> None:
     s = g1.schema
     names = [f.name for f in s.features]
-    assert set(s.excluded) == {"income_50k", "marital_stat", "instance_weight"}
-    for col in ("income_50k", "marital_stat", "instance_weight", "income", "marital"):
+    assert names == GROUP1_INPUTS and len(names) == 38
+    for col in ("education", "marital_stat", "income_50k", "instance_weight", "income", "marital"):
         assert col not in names
-    assert names == [c for c in COLUMNS if c not in ("income_50k", "marital_stat", "instance_weight")]
-    assert len(names) == 39
+    assert set(s.excluded) == {"income_50k", "marital_stat", "education", "instance_weight"}
     assert [f.name for f in s.numeric] == NUMERIC
     assert {f.name for f in s.numeric if f.log1p} == MONEY
     cats = {f.name for f in s.categorical}
-    assert {"det_ind_code", "det_occ_code", "own_or_self", "vet_benefits", "year", "education"} <= cats
-    assert len(cats) == 32
+    assert {"det_ind_code", "det_occ_code", "own_or_self", "vet_benefits", "year"} <= cats
+    assert len(cats) == 31
     # the leakage guard refuses the excluded columns as features
-    for col in ("income_50k", "marital_stat", "instance_weight"):
+    for col in ("income_50k", "marital_stat", "education", "instance_weight"):
         with pytest.raises(SchemaError, match=f"leakage guard: column '{col}'"):
             Schema(s.features + (FeatureSpec(col, "categorical"),), s.tasks, s.main_task, s.excluded)
+
+
+def test_group1_keep_education_is_an_opt_in_deviation() -> None:
+    kept = load_census_income(str(FIXTURE), keep_education=True).schema
+    assert [f.name for f in kept.features] == [*GROUP1_INPUTS[:4], "education", *GROUP1_INPUTS[4:]]
+    assert "education" not in kept.excluded and "marital_stat" in kept.excluded
+    with pytest.raises(SchemaError, match="keep_education=true only applies to data.group=1"):
+        load_census_income(str(FIXTURE), group=2, keep_education=True)
 
 
 def test_dtypes_and_missing_marker(g1: RawDataset) -> None:
@@ -175,10 +197,9 @@ def test_group2_tasks_and_labels(g2: RawDataset) -> None:
     assert s.task_names == ["education", "marital"]
     assert s.main_task == "education"
     assert set(s.excluded) == {"education", "marital_stat", "instance_weight"}
-    names = {f.name for f in s.features}
-    assert not names & {"education", "marital_stat", "instance_weight", "marital"}
-    assert "income_50k" in names  # not a task in group 2, so an ordinary categorical input
-    assert len(names) == 39
+    names = [f.name for f in s.features]
+    assert names == GROUP2_INPUTS and len(names) == 39
+    assert not set(names) & {"education", "marital_stat", "instance_weight", "marital"}
     assert {k: v.shape for k, v in g2.splits.items()} == {"train": (400, 43), "val": (200, 43), "test": (200, 43)}
 
     train_raw = raw_labels(raw_rows(FIXTURE / TRAIN))
@@ -333,7 +354,7 @@ def test_full_group1() -> None:
     assert tr["income"].mean() == pytest.approx(0.0621, abs=5e-5)
     assert tr["marital"].sum() == 86_485
     assert va["income"].sum() + te["income"].sum() == 6_186  # test-file count from .names
-    assert len(ds.schema.features) == 39
+    assert [f.name for f in ds.schema.features] == GROUP1_INPUTS
     # val + test together are exactly the rows of the test file (as a multiset), split in half
     rows = raw_rows(FULL / TEST)
     assert len(rows) == 99_762

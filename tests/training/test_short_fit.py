@@ -94,7 +94,7 @@ def test_seeded_runs_are_reproducible(two_seeded_runs) -> None:
     assert a["best_epoch"] == b["best_epoch"] and a["epochs_trained"] == b["epochs_trained"] == 2
     assert read_results(dir_a) == a and read_results(dir_b) == b
     assert a["seed"] == 3 and a["overrides"] == OVERRIDES
-    assert set(a["metrics"]["val"]) == {"task1", "task2"} and a["selection"] == {"monitor": "val/task1/mse", "mode": "min"}
+    assert set(a["metrics"]["val"]) == {"task1", "task2"} and a["selection"] == {"monitor": "val/task1/mse", "mode": "min", "per_task": False}
     assert (dir_a / "preprocessor.json").exists() and (dir_a / RESULTS_FILE).exists()
 
 

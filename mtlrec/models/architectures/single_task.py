@@ -40,3 +40,6 @@ class SingleTask(Architecture):
 
     def last_shared_parameters(self) -> list[nn.Parameter]:
         return []
+
+    def task_networks(self) -> dict[str, nn.Module]:
+        return dict(self.nets)
