@@ -24,6 +24,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from mtlrec.training.results import git_commit
 from mtlrec.weighting.base import SharedModel, Weighting
 from mtlrec.weighting.fixed import FixedWeighting
 from mtlrec.weighting.gradnorm import GradNormWeighting
@@ -84,7 +85,7 @@ class ToyNet(nn.Module):
         return SharedModel(
             shared_parameters=list(self.trunk.parameters()),
             last_shared_parameters=[self.trunk[2 * DEPTH - 2].weight],  # W of the last shared layer
-            task_parameters={t: list(self.heads[t].parameters()) for t in TASKS},
+            task_parameters=[p for t in TASKS for p in self.heads[t].parameters()],
         )
 
 
@@ -137,7 +138,7 @@ def run_one(args: tuple) -> dict:
         if only:
             losses = {only: losses[only]}
         opt.zero_grad(set_to_none=True)
-        weighting.backward(losses, lambda loss: loss.backward())
+        weighting.backward(losses, lambda loss, **kwargs: loss.backward(**kwargs))
         opt.step()
         if step % cfg["eval_every"] == 0 or step == steps:
             record(step)
@@ -186,6 +187,7 @@ def summarise(runs: list[dict], cfg: dict) -> tuple[str, dict]:
         f"Seeds {seeds}; {cfg['steps']} steps of batch {cfg['batch_size']} "
         f"(Adam, lr {cfg['lr']}) on {cfg['n_train']} training and {cfg['n_test']} held-out samples; "
         "every method starts from the same network and sees the same batches for a given seed.",
+        f"Code: commit `{cfg.get('git_commit')}`.",
         "",
         "Loss ratios are L_i(t)/L_i(0) on the full training set and on the held-out set, with L_i(0) "
         "the untrained network's loss on that set. Task 0 has σ = 1, task 1 has σ = 100. "
@@ -345,7 +347,7 @@ def main(argv=None) -> int:
     a = ap.parse_args(argv)
     cfg = {"steps": a.steps, "batch_size": a.batch_size, "lr": a.lr, "n_train": a.n_train,
            "n_test": a.n_test, "eval_every": a.eval_every, "alpha": ALPHA,
-           "sigmas": SIGMAS, "B_var": B_VAR, "eps_var": EPS_VAR}
+           "sigmas": SIGMAS, "B_var": B_VAR, "eps_var": EPS_VAR, "git_commit": git_commit()}
     jobs = [(s, m, cfg) for s in range(a.seeds) for m in METHODS]
     jobs += [(s, f"single:{t}", cfg) for s in range(min(a.reference_seeds, a.seeds)) for t in TASKS]
     t0 = time.time()
