@@ -33,6 +33,20 @@ from mtlrec.models.architectures.shared_bottom import SharedBottom
 from mtlrec.models.architectures.single_task import SingleTask
 from mtlrec.models.base import Architecture
 
+def pytest_collection_modifyitems(config, items) -> None:
+    """Tests marked with an extra's name (``@pytest.mark.sweep``) skip, saying why and how to
+    install it, when that extra is not installed. Never raises at collection."""
+    from mtlrec.extras import EXTRAS, install_hint, missing_modules
+
+    for item in items:
+        for extra in EXTRAS:
+            if item.get_closest_marker(extra) is not None:
+                missing = missing_modules(extra)
+                if missing:
+                    reason = f"needs the '{extra}' extra ({', '.join(missing)} missing): {install_hint(extra)}"
+                    item.add_marker(pytest.mark.skip(reason=reason))
+
+
 # The models under test are tiny: intra-op threads only add synchronisation, and on a small shared
 # machine (2 cores, other jobs running) two spinning threads per op slow a short fit down ten-fold.
 torch.set_num_threads(1)

@@ -1,14 +1,18 @@
 #!/usr/bin/env bash
 # The MMoE paper's Figure 4 setting: test loss vs task correlation per architecture, 10 paired seeds.
-# Usage: experiments/synthetic_correlation/run.sh      (needs: pip install -e ".[sweep]")
+# Usage: experiments/synthetic_correlation/run.sh [extra Hydra overrides...]   (needs: pip install -e ".[sweep]")
+# Environment (for smoke tests and other machines): SWEEP_DIR (default multirun/synthetic_correlation),
+# OUT (where runs/, report/ and RESULTS.md go; default this folder), LAUNCHER (default local_parallel).
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
+sweep=${SWEEP_DIR:-multirun/synthetic_correlation}
+out=${OUT:-$here}
 cd "$here/../.."
-mtlrec-train -m experiment=synthetic_correlation hydra/launcher=local_parallel
+mtlrec-train -m experiment=synthetic_correlation hydra/launcher="${LAUNCHER:-local_parallel}" hydra.sweep.dir="$sweep" "$@"
 # keep a publishable copy of every complete result (no checkpoints, no machine paths)
-python -m mtlrec.report.archive multirun/synthetic_correlation experiments/synthetic_correlation/runs
-mtlrec-report experiments/synthetic_correlation/runs --rows data.correlation,arch --metrics mse \
+python -m mtlrec.report.archive "$sweep" "$out/runs"
+mtlrec-report "$out/runs" --rows data.correlation,arch --metrics mse \
   --task-mean mse --baseline arch=shared_bottom \
   --plot-x data.correlation --plot-metric test/mean/mse --plot-lines arch \
   --title "Synthetic data (MMoE paper Fig. 4 setting): test MSE, mean ± std over 10 paired seeds" \
-  --notes "experiments/synthetic_correlation/NOTES.md" --out "experiments/synthetic_correlation/report" --markdown-file "experiments/synthetic_correlation/RESULTS.md"
+  --notes "$here/NOTES.md" --out "$out/report" --markdown-file "$out/RESULTS.md"

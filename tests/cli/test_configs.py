@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
 from pathlib import Path
 
 import pytest
@@ -50,9 +49,15 @@ def test_synthetic_experiment_matches_the_mmoe_paper_sizes() -> None:
     assert list(_compose("experiment=synthetic_correlation", "arch=shared_bottom").arch.bottom_units) == [113]
 
 
-@pytest.mark.skipif(importlib.util.find_spec("hydra_plugins.hydra_optuna_sweeper") is None,
-                    reason="the sweep extra (hydra-optuna-sweeper) is not installed")
+@pytest.mark.sweep
 def test_optuna_search_config_composes() -> None:
     cfg = _compose("hparams_search=optuna", hydra=True)
     assert cfg.hydra.sweeper.direction == "maximize" and cfg.hydra.sweeper.max_failure_rate > 0
     assert "optimizer.lr" in cfg.hydra.sweeper.params
+
+
+@pytest.mark.sweep
+@pytest.mark.parametrize("launcher", sorted(p.stem for p in (Path(CONFIG_DIR) / "hydra" / "launcher").glob("*.yaml")))
+def test_launcher_configs_compose(launcher) -> None:
+    cfg = _compose(f"hydra/launcher={launcher}", hydra=True)
+    assert cfg.hydra.launcher._target_.startswith("hydra_plugins.")
