@@ -24,11 +24,13 @@ import lightning as L
 import torch
 from hydra.core.hydra_config import HydraConfig
 from hydra.utils import instantiate
-from lightning.pytorch.callbacks import EarlyStopping
+from lightning.pytorch.callbacks import EarlyStopping, TQDMProgressBar
 from omegaconf import DictConfig, OmegaConf
 
 import mtlrec
 from mtlrec.data.datamodule import TabularDataModule
+from mtlrec.extras import LOGGER_EXTRAS, install_hint, missing_modules
+from mtlrec.training.console import header, progress_bar_wanted, quiet_third_party
 from mtlrec.training.module import MultiTaskModule
 from mtlrec.training.results import (
     FORMAT_VERSION,
@@ -103,6 +105,27 @@ def build_callbacks(cfg: DictConfig, module: MultiTaskModule, checkpoint_dir: st
     return callbacks
 
 
+def build_logger(cfg: DictConfig) -> L.pytorch.loggers.Logger | bool:
+    """The ``logger`` group's Lightning logger (``False`` for ``logger=none``). A logger whose
+    package is an optional extra that is not installed fails here, before anything is written."""
+    node = cfg.get("logger")
+    if not node or "_target_" not in node:
+        return False
+    extra = LOGGER_EXTRAS.get(str(node._target_).rsplit(".", 1)[-1])
+    if extra and missing_modules(extra):
+        raise ModuleNotFoundError(
+            f"logger={extra} needs the {extra!r} package, which is not installed: {install_hint(extra)}; "
+            f"or choose logger=csv (built in) or logger=none"
+        )
+    return instantiate(node)
+
+
+def _is_multirun() -> bool:
+    from hydra.types import RunMode
+
+    return HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN
+
+
 def selected_checkpoint(trainer: L.Trainer) -> str:
     """The checkpoint that validation, test and scoring use: per-task best when selection is per
     task, else the main task's best (``""`` when no checkpoint was kept)."""
@@ -137,8 +160,21 @@ def run(cfg: DictConfig, output_dir: str | Path, overrides: list[str] | None = N
     module = build_module(cfg, datamodule)
     monitor, mode = module.selection
     callbacks = build_callbacks(cfg, module, output_dir / "checkpoints")
-    logger = instantiate(cfg.logger) if cfg.get("logger") and "_target_" in cfg.logger else False
-    trainer: L.Trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=logger)
+    logger = build_logger(cfg)
+    console = cfg.get("console") or {}
+    progress = progress_bar_wanted(console.get("progress_bar", False), _is_multirun())
+    if progress:
+        callbacks.append(TQDMProgressBar(refresh_rate=int(console.get("refresh_rate", 20))))
+    trainer: L.Trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=logger, enable_progress_bar=progress)
+    if cfg.get("print_results", True):
+        print(header(
+            arch=cfg.arch._target_.rsplit(".", 1)[-1], weighting=cfg.weighting._target_.rsplit(".", 1)[-1],
+            dataset=datamodule.raw.name, rows={s: len(t) for s, t in datamodule.tables.items()},
+            tasks=datamodule.schema.task_names, main_task=datamodule.schema.main_task, monitor=monitor,
+            per_task=module.taskwise_selection() is not None,
+            parameters=sum(p.numel() for p in module.architecture.parameters()),
+            max_epochs=trainer.max_epochs, device=str(trainer.strategy.root_device), output_dir=str(output_dir),
+        ), flush=True)
 
     output_dir.mkdir(parents=True, exist_ok=True)
     resume = _resumable_checkpoint(output_dir, digest)
@@ -255,11 +291,16 @@ def selection_value(record: dict[str, Any]) -> float:
 @hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="config")
 def main(cfg: DictConfig) -> float:
     hydra_cfg = HydraConfig.get()
+    if (cfg.get("console") or {}).get("quiet_third_party", True):
+        quiet_third_party()
     record = run(cfg, hydra_cfg.runtime.output_dir, list(hydra_cfg.overrides.task))
     if cfg.get("print_results", True):
+        epochs = record.get("best_epochs") or {}
+        chosen = (", ".join(f"{t} {e}" for t, e in epochs.items()) if record["selection"].get("per_task")
+                  else str(record["best_epoch"]))
         print(f"\n{cfg.arch._target_.rsplit('.', 1)[-1]} on {record.get('dataset', '?')}, weighting "
-              f"{cfg.weighting._target_.rsplit('.', 1)[-1]} (best epoch {record['best_epoch']}, "
-              f"{record['timing']['train_seconds']:.1f}s training):")
+              f"{cfg.weighting._target_.rsplit('.', 1)[-1]} (best epoch {chosen} of "
+              f"{record.get('epochs_trained')}, {record['timing']['train_seconds']:.1f}s training):")
         print(format_metrics(record))
         print(f"results: {Path(hydra_cfg.runtime.output_dir) / RESULTS_FILE}")
     return selection_value(record)

@@ -54,10 +54,12 @@ LOCATION_KEYS = (
     "data.root",
     "data.download",
     "print_results",
+    "console",
     "logger",
     "trainer.default_root_dir",
     "trainer.enable_progress_bar",
     "callbacks.model_checkpoint.dirpath",
+    "callbacks.last_checkpoint.dirpath",
 )
 
 

@@ -115,7 +115,7 @@ class TaskwiseSelection(L.Callback):
         self.dirpath.mkdir(parents=True, exist_ok=True)
         final = self.dirpath / CHECKPOINT_NAME
         tmp = self.dirpath / f".{CHECKPOINT_NAME}.tmp"
-        trainer.save_checkpoint(tmp)
+        trainer.save_checkpoint(tmp, weights_only=False)
         checkpoint = torch.load(tmp, map_location="cpu", weights_only=False)
         for weights in self.best_state.values():
             checkpoint["state_dict"].update(weights)

@@ -76,7 +76,7 @@ def test_metrics_table_is_printed(main_run) -> None:
     out = proc.stdout.splitlines()
     for line in _table_lines(rec):
         assert line in out, f"missing {line!r} in stdout:\n{proc.stdout}"
-    assert any(l.startswith(f"MMoE on synthetic_p0.5, weighting FixedWeighting (best epoch {rec['best_epoch']},") for l in out)
+    assert any(l.startswith(f"MMoE on synthetic_p0.5, weighting FixedWeighting (best epoch {rec['best_epoch']} of {rec['epochs_trained']},") for l in out)
     assert f"results: {run_dir / 'results.json'}" in out
 
 

@@ -24,6 +24,8 @@ sys.exit(pytest.main(["--collect-only", "-q", "-p", "no:cacheprovider", "tests",
 
 
 def test_missing_parent_package_is_reported_not_raised(monkeypatch) -> None:
+    for name in [m for m in sys.modules if m.startswith("hydra_plugins.")]:  # imported by earlier tests
+        monkeypatch.delitem(sys.modules, name)
     monkeypatch.setitem(sys.modules, "hydra_plugins", None)
     assert module_available("hydra_plugins.hydra_optuna_sweeper") is False
     assert missing_modules("sweep") == list(EXTRAS["sweep"])

@@ -1,0 +1,92 @@
+"""Independent networks (``single_task``) are selected per task, as separate runs would be: each
+task's network is early-stopped and checkpointed on its *own* validation metric, and its reported
+validation/test metrics come from its own best epoch (not the main task's)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+
+from mtlrec.predict import RunScorer
+from mtlrec.training.selection import CHECKPOINT_NAME
+from tests.training.orchestration_setup import fit, val_history
+from tests.training.test_orchestration import _crash_then_rerun, _scorer_test_mse, instrumented  # noqa: F401
+
+PATIENCE = 3
+
+
+def separate_run(values: list[float], patience: int | None) -> tuple[int, float, int]:
+    """(best epoch, best value, last epoch) of one task's own early-stopped run on MSE (min)."""
+    best, best_epoch, wait = float("inf"), 0, 0
+    for epoch, value in enumerate(values, start=1):
+        if value < best:
+            best, best_epoch, wait = value, epoch, 0
+        else:
+            wait += 1
+            if patience is not None and wait >= patience:
+                return best_epoch, best, epoch
+    return best_epoch, best, len(values)
+
+
+@pytest.fixture(scope="module")
+def single_task_run(tmp_path_factory) -> tuple[Path, dict]:
+    out = tmp_path_factory.mktemp("single_task")
+    return out, fit(out, "arch=single_task", f"callbacks.early_stopping.patience={PATIENCE}")
+
+
+def test_each_task_is_reported_at_its_own_best_epoch(single_task_run) -> None:
+    out, rec = single_task_run
+    assert rec["selection"]["per_task"] is True
+    assert rec["checkpoint"] == f"checkpoints/{CHECKPOINT_NAME}"
+    history = val_history(out)
+    assert len(history) == rec["epochs_trained"] == len(rec["train_loss_per_epoch"])
+    stops = []
+    for task in ("task1", "task2"):
+        values = history[f"val/{task}/mse"].tolist()
+        best_epoch, best, stop = separate_run(values, PATIENCE)
+        stops.append(stop)
+        assert rec["best_epochs"][task] == best_epoch
+        assert rec["metrics"]["val"][task]["mse"] == pytest.approx(best, rel=1e-6)
+    assert rec["epochs_trained"] == max(stops)  # the run ends when every task has stopped
+    assert rec["best_epoch"] == rec["best_epochs"]["task1"]  # the main task's
+
+
+def test_the_auxiliary_task_is_not_reported_at_the_main_tasks_epoch(single_task_run) -> None:
+    """What the old selection did: every network at the main task's best epoch."""
+    out, rec = single_task_run
+    main_epoch, aux_epoch = rec["best_epochs"]["task1"], rec["best_epochs"]["task2"]
+    assert main_epoch != aux_epoch
+    at_main_epoch = val_history(out)["val/task2/mse"].iloc[main_epoch - 1]
+    assert rec["metrics"]["val"]["task2"]["mse"] < at_main_epoch - 1e-3
+
+
+def test_test_metrics_and_scoring_come_from_each_tasks_best_weights(single_task_run) -> None:
+    out, rec = single_task_run
+    composite = torch.load(out / rec["checkpoint"], map_location="cpu", weights_only=False)
+    last = torch.load(out / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=False)
+    assert composite["mtlrec_best_epochs"] == rec["best_epochs"]
+    for task in ("task1", "task2"):  # both stopped before the last epoch, so their best weights differ
+        keys = [k for k in composite["state_dict"] if k.startswith(f"architecture.nets.{task}.")]
+        assert any(not torch.equal(composite["state_dict"][k], last["state_dict"][k]) for k in keys)
+    scored = _scorer_test_mse(RunScorer(out), rec)
+    for task in ("task1", "task2"):
+        assert scored[task] == pytest.approx(rec["metrics"]["test"][task]["mse"], rel=1e-5)
+
+
+def test_without_early_stopping_each_task_gets_its_best_of_all_epochs(tmp_path) -> None:
+    rec = fit(tmp_path, "arch=single_task")  # patience 12 = max_epochs: no task stops early
+    history = val_history(tmp_path)
+    for task in ("task1", "task2"):
+        assert rec["metrics"]["val"][task]["mse"] == pytest.approx(history[f"val/{task}/mse"].min(), rel=1e-6)
+        assert rec["best_epochs"][task] == int(history[f"val/{task}/mse"].to_numpy().argmin()) + 1
+
+
+def test_per_task_selection_resumes_with_its_state(single_task_run, instrumented, tmp_path) -> None:
+    _, reference = single_task_run
+    overrides = ("arch=single_task", f"callbacks.early_stopping.patience={PATIENCE}")
+    assert reference["best_epochs"]["task1"] < 4 < reference["epochs_trained"]  # the crash comes after task1's best
+    rec = _crash_then_rerun(tmp_path, instrumented, overrides, overrides, at=4)
+    assert rec["best_epochs"] == reference["best_epochs"]
+    assert rec["metrics"] == reference["metrics"]
