@@ -135,3 +135,14 @@ def test_multirun_writes_one_result_per_job(tmp_path) -> None:
         option = "arch=mmoe" if arch == "MMoE" else "arch=shared_bottom"
         assert option in rec["overrides"] and option in path.parent.name  # subdir = override_dirname
     assert records["MMoE"][1]["config_hash"] != records["SharedBottom"][1]["config_hash"]
+
+
+def test_output_has_a_header_and_no_dependency_noise(main_run) -> None:
+    _, run_dir, proc = main_run
+    out = proc.stdout.splitlines()
+    assert out[0].startswith("mtlrec: MMoE (") and "on synthetic_p0.5 (train 2,000 / val 500 / test 500 rows)" in out[0]
+    assert out[1].startswith("  tasks: task1 (main), task2; selection: val/task1/mse; at most 2 epochs")
+    both = proc.stdout + proc.stderr
+    for noise in ("GPU available", "Tip:", "LeafSpec", "weights_only", "Restoring states", "smaller than the logging interval"):
+        assert noise not in both, noise
+    assert "Epoch 0" not in both  # no progress bar when not attached to a terminal

@@ -6,11 +6,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import lightning as L
 import pytest
 import torch
 
 from mtlrec.predict import RunScorer
-from mtlrec.training.selection import CHECKPOINT_NAME
+from mtlrec.training.selection import CHECKPOINT_NAME, TaskwiseSelection
 from tests.training.orchestration_setup import fit, val_history
 from tests.training.test_orchestration import _crash_then_rerun, _scorer_test_mse, instrumented  # noqa: F401
 
@@ -90,3 +91,44 @@ def test_per_task_selection_resumes_with_its_state(single_task_run, instrumented
     rec = _crash_then_rerun(tmp_path, instrumented, overrides, overrides, at=4)
     assert rec["best_epochs"] == reference["best_epochs"]
     assert rec["metrics"] == reference["metrics"]
+
+
+# -- the callback on scripted validation curves (a real Trainer, a two-parameter module) ----------
+class _Scripted(L.LightningModule):
+    """Two one-number "networks"; after each epoch each holds that epoch's number, and validation
+    logs the scripted value of each task for that epoch."""
+
+    def __init__(self, curves: dict[str, list[float]]):
+        super().__init__()
+        self.curves = curves
+        self.nets = torch.nn.ParameterDict({t: torch.nn.Parameter(torch.zeros(1)) for t in curves})
+
+    def training_step(self, batch, batch_idx):
+        with torch.no_grad():
+            for p in self.nets.values():
+                p.fill_(self.current_epoch + 1)
+        return sum(p.sum() for p in self.nets.values()) * 0.0
+
+    def validation_step(self, batch, batch_idx):
+        for task, curve in self.curves.items():
+            self.log(f"val/{task}/mse", curve[self.current_epoch])
+
+    def configure_optimizers(self):
+        return torch.optim.SGD(self.parameters(), lr=0.0)
+
+
+def test_a_stopped_task_keeps_its_choice_and_the_run_ends_when_all_have_stopped(tmp_path) -> None:
+    curves = {"a": [1.0, 0.5, 0.625, 0.75, 0.125, 0.125, 0.125, 0.125], "b": [1.0, 0.875, 0.75, 0.875, 0.625, 0.75, 0.875, 0.5]}
+    # a: best 2, stops at 4 (its later 0.125 would be a separate run's future: never seen);
+    # b: best 5, stops at 7 -> the run ends after epoch 7, before b's 0.5 at epoch 8
+    selection = TaskwiseSelection({t: (f"val/{t}/mse", "min") for t in curves},
+                                  {t: [f"nets.{t}"] for t in curves}, tmp_path, patience=2)
+    loader = torch.utils.data.DataLoader(torch.zeros(2, 1), batch_size=2)
+    trainer = L.Trainer(max_epochs=8, callbacks=[selection], logger=False, enable_checkpointing=False,
+                        enable_progress_bar=False, enable_model_summary=False, num_sanity_val_steps=0)
+    trainer.fit(_Scripted(curves), loader, loader)
+    assert trainer.current_epoch == 7
+    assert selection.summary() == {"a": {"best_epoch": 2, "best_score": 0.5, "stopped_epoch": 4},
+                                   "b": {"best_epoch": 5, "best_score": 0.625, "stopped_epoch": 7}}
+    state = torch.load(selection.best_model_path, weights_only=False)["state_dict"]
+    assert (float(state["nets.a"]), float(state["nets.b"])) == (2.0, 5.0)  # each from its own best epoch
