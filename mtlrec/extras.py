@@ -23,6 +23,8 @@ EXTRAS: dict[str, tuple[str, ...]] = {
 
 #: Lightning logger class name -> the extra that provides its package
 LOGGER_EXTRAS: dict[str, str] = {"TensorBoardLogger": "tensorboard", "MLFlowLogger": "mlflow", "WandbLogger": "wandb"}
+#: extra -> modules that serve its logger as well (Lightning's TensorBoardLogger accepts tensorboardX)
+LOGGER_ALTERNATIVES: dict[str, tuple[str, ...]] = {"tensorboard": ("tensorboardX",)}
 
 
 def module_available(name: str) -> bool:

@@ -29,7 +29,7 @@ from omegaconf import DictConfig, OmegaConf
 
 import mtlrec
 from mtlrec.data.datamodule import TabularDataModule
-from mtlrec.extras import LOGGER_EXTRAS, install_hint, missing_modules
+from mtlrec.extras import LOGGER_ALTERNATIVES, LOGGER_EXTRAS, install_hint, missing_modules, module_available
 from mtlrec.training.console import header, progress_bar_wanted, quiet_third_party
 from mtlrec.training.module import MultiTaskModule
 from mtlrec.training.results import (
@@ -85,7 +85,7 @@ def build_callbacks(cfg: DictConfig, module: MultiTaskModule, checkpoint_dir: st
     monitor, mode = module.selection
     taskwise = module.taskwise_selection()
     callbacks: list[L.Callback] = [TrainThroughput()]
-    patience, min_delta = None, 0.0
+    early_stopping = None
     for node in (cfg.get("callbacks") or {}).values():
         if node is None:
             continue
@@ -96,12 +96,13 @@ def build_callbacks(cfg: DictConfig, module: MultiTaskModule, checkpoint_dir: st
             extra["mode"] = mode
         callback = instantiate(node, **extra)
         if taskwise and node.get("monitor") == "auto" and isinstance(callback, EarlyStopping):
-            patience, min_delta = callback.patience, callback.min_delta
+            early_stopping = callback  # applied per task below
             continue
         callbacks.append(callback)
     if taskwise:
         monitors, state_keys = taskwise
-        callbacks.append(TaskwiseSelection(monitors, state_keys, checkpoint_dir, patience, min_delta))
+        callbacks.append(TaskwiseSelection.replacing(early_stopping, monitors=monitors, state_keys=state_keys,
+                                                     dirpath=checkpoint_dir))
     return callbacks
 
 
@@ -112,7 +113,7 @@ def build_logger(cfg: DictConfig) -> L.pytorch.loggers.Logger | bool:
     if not node or "_target_" not in node:
         return False
     extra = LOGGER_EXTRAS.get(str(node._target_).rsplit(".", 1)[-1])
-    if extra and missing_modules(extra):
+    if extra and missing_modules(extra) and not any(module_available(m) for m in LOGGER_ALTERNATIVES.get(extra, ())):
         raise ModuleNotFoundError(
             f"logger={extra} needs the {extra!r} package, which is not installed: {install_hint(extra)}; "
             f"or choose logger=csv (built in) or logger=none"
@@ -126,13 +127,17 @@ def _is_multirun() -> bool:
     return HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN
 
 
-def selected_checkpoint(trainer: L.Trainer) -> str:
+def selected_checkpoint(trainer: L.Trainer, monitor: str) -> str:
     """The checkpoint that validation, test and scoring use: per-task best when selection is per
-    task, else the main task's best (``""`` when no checkpoint was kept)."""
+    task, else the best on the main task's validation metric ``monitor`` (``""`` when no callback
+    keeps one: then the final weights are evaluated, and the record says so with no checkpoint)."""
     for callback in trainer.callbacks:
         if isinstance(callback, TaskwiseSelection):
             return callback.best_model_path
-    return trainer.checkpoint_callback.best_model_path if trainer.checkpoint_callback else ""
+    for callback in trainer.checkpoint_callbacks:
+        if getattr(callback, "monitor", None) == monitor:
+            return callback.best_model_path
+    return ""
 
 
 def best_epochs(trainer: L.Trainer, best: str, tasks: list[str]) -> dict[str, int | None]:
@@ -200,7 +205,8 @@ def run(cfg: DictConfig, output_dir: str | Path, overrides: list[str] | None = N
         trainer.fit(module, datamodule=datamodule, ckpt_path=resume)
         train_seconds = time.perf_counter() - started
         final_weights = module.weighting.weights()  # before validate() reloads the best checkpoint
-        best = selected_checkpoint(trainer)
+        best = selected_checkpoint(trainer, monitor)
+        epochs = best_epochs(trainer, best, datamodule.schema.task_names)  # before validate() reloads state
         ckpt = best or None
         val = trainer.validate(module, datamodule=datamodule, ckpt_path=ckpt, verbose=False)[0]
         test = trainer.test(module, datamodule=datamodule, ckpt_path=ckpt, verbose=False)[0]
@@ -209,7 +215,6 @@ def run(cfg: DictConfig, output_dir: str | Path, overrides: list[str] | None = N
         write_json_atomic(output_dir / RESULTS_FILE, record)
         raise
     throughput = next(c for c in callbacks if isinstance(c, TrainThroughput))
-    epochs = best_epochs(trainer, best, datamodule.schema.task_names)
     record.update(
         status="complete",
         error=None,

@@ -5,9 +5,14 @@
 # OUT (where runs/, report/ and RESULTS.md go; default this folder), LAUNCHER (default local_parallel).
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
-sweep=${SWEEP_DIR:-multirun/synthetic_correlation}
-out=${OUT:-$here}
+# given folders are taken relative to where the script was called from; the defaults and every
+# path written into RESULTS.md are relative to the repository (no machine paths in what is published)
+sweep=multirun/synthetic_correlation
+out=experiments/synthetic_correlation
+[ -n "${SWEEP_DIR:-}" ] && sweep=$(realpath -m "$SWEEP_DIR")
+[ -n "${OUT:-}" ] && out=$(realpath -m "$OUT")
 cd "$here/../.."
+rel=experiments/synthetic_correlation
 mtlrec-train -m experiment=synthetic_correlation hydra/launcher="${LAUNCHER:-local_parallel}" hydra.sweep.dir="$sweep" "$@"
 # keep a publishable copy of every complete result (no checkpoints, no machine paths)
 python -m mtlrec.report.archive "$sweep" "$out/runs"
@@ -15,4 +20,4 @@ mtlrec-report "$out/runs" --rows data.correlation,arch --metrics mse \
   --task-mean mse --baseline arch=shared_bottom \
   --plot-x data.correlation --plot-metric test/mean/mse --plot-lines arch \
   --title "Synthetic data (MMoE paper Fig. 4 setting): test MSE, mean ± std over 10 paired seeds" \
-  --notes "$here/NOTES.md" --out "$out/report" --markdown-file "$out/RESULTS.md"
+  --notes "$rel/NOTES.md" --out "$out/report" --markdown-file "$out/RESULTS.md"

@@ -40,7 +40,8 @@ def quiet_third_party() -> None:
     for pattern in _NOISE:
         warnings.filterwarnings("ignore", message=pattern)
     for category in (DeprecationWarning, FutureWarning):
-        warnings.filterwarnings("ignore", category=category, module=r"(?!mtlrec)")
+        # attributed to a dependency's module (mtlrec's own, and the user's script, still show)
+        warnings.filterwarnings("ignore", category=category, module=r"(?!mtlrec|__main__)")
     for name in _INFO_LOGGERS:
         logging.getLogger(name).setLevel(logging.WARNING)
 

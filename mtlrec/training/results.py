@@ -20,7 +20,8 @@ Format (version 1)::
       "best_epoch": 7,                              # the main task's best epoch (1-based)
       "best_epochs": {"income": 7, "marital": 7},   # per task: the epoch its weights come from
       "epochs_trained": 10,
-      "checkpoint": "checkpoints/best.ckpt",        # relative to the run folder
+      "checkpoint": "checkpoints/best.ckpt",        # relative to the run folder; best-per-task.ckpt
+                                                    # for per-task selection; null when none was kept
       "dataset": "census_income_group1",
       "metrics": {"val": {"income": {"auc": 0.95, "logloss": 0.12}, ...},
                   "test": {...}},

@@ -5,13 +5,15 @@ task's validation metric chooses it (Lightning's ``ModelCheckpoint`` and ``Early
 every task has its own network (``single_task``), one run holds what would be T separate runs, and
 choosing every network at the *main* task's best epoch would report the auxiliary networks at an
 epoch that suited another task. :class:`TaskwiseSelection` instead gives each network what a run of
-its own would give it:
+its own would give it, with the semantics of the two Lightning callbacks it replaces:
 
-* its own early stopping: task k stops when its validation metric has not improved by more than
-  ``min_delta`` for ``patience`` epochs; later epochs never change its choice (a separate run would
-  have ended), and the run ends when every task has stopped;
-* its own best epoch: the checkpoint ``best-per-task.ckpt`` holds each network's weights from its
-  own best validation epoch, so validation and test from it give each task its own best.
+* its own early stopping (``EarlyStopping``): task k stops when its validation metric has not
+  improved by more than ``min_delta`` for ``patience`` validations (a non-finite value stops it at
+  once, as ``check_finite`` does); later epochs never change its choice (a separate run would have
+  ended), and the run ends when every task has stopped;
+* its own best epoch (``ModelCheckpoint``): the strictly best value so far, ``min_delta`` aside.
+  ``best-per-task.ckpt`` holds each network's weights from its own best epoch (weights only), so
+  validation, test and ``RunScorer`` from it give each task its own best.
 
 The test split is never looked at. The state (best scores, waits, the best weights) travels in
 ``last.ckpt``, so an interrupted run resumes with the same choices.
@@ -19,6 +21,7 @@ The test split is never looked at. The state (best scores, waits, the best weigh
 
 from __future__ import annotations
 
+import math
 import os
 from collections.abc import Mapping
 from pathlib import Path
@@ -30,6 +33,7 @@ from lightning.pytorch.trainer.states import TrainerFn
 from torch import Tensor
 
 CHECKPOINT_NAME = "best-per-task.ckpt"
+_STATE = ("best_score", "best_epoch", "reference", "wait", "stopped_epoch", "best_state")
 
 
 class TaskwiseSelection(L.Callback):
@@ -39,8 +43,8 @@ class TaskwiseSelection(L.Callback):
         monitors: task -> (validation metric key, "max" | "min").
         state_keys: task -> the ``state_dict`` keys of the module that belong to that task's network.
         dirpath: folder of the per-task best checkpoint.
-        patience: epochs without improvement before a task stops; ``None`` never stops early.
-        min_delta: the smallest change that counts as an improvement.
+        patience: validations without improvement before a task stops; ``None`` never stops early.
+        min_delta: the smallest change that counts as an improvement for early stopping.
     """
 
     def __init__(
@@ -56,25 +60,39 @@ class TaskwiseSelection(L.Callback):
         self.dirpath = Path(dirpath)
         self.patience = patience
         self.min_delta = abs(float(min_delta))
-        self.best_score: dict[str, float | None] = {t: None for t in self.monitors}
-        self.best_epoch: dict[str, int | None] = {t: None for t in self.monitors}  # 1-based
-        self.wait: dict[str, int] = {t: 0 for t in self.monitors}
-        self.stopped_epoch: dict[str, int | None] = {t: None for t in self.monitors}  # 1-based
+        tasks = list(self.monitors)
+        self.best_score: dict[str, float | None] = dict.fromkeys(tasks)  # what the checkpoint keeps
+        self.best_epoch: dict[str, int | None] = dict.fromkeys(tasks)  # 1-based
+        self.reference: dict[str, float | None] = dict.fromkeys(tasks)  # early stopping's best
+        self.wait: dict[str, int] = dict.fromkeys(tasks, 0)
+        self.stopped_epoch: dict[str, int | None] = dict.fromkeys(tasks)  # 1-based
         self.best_state: dict[str, dict[str, Tensor]] = {}
         self._pending: dict[str, float] | None = None  # this epoch's validation values
+
+    @classmethod
+    def replacing(cls, early_stopping: L.pytorch.callbacks.EarlyStopping | None, **kwargs: Any) -> TaskwiseSelection:
+        """Per-task selection with an ``EarlyStopping``'s patience and min_delta (options it cannot
+        apply per task are refused, not dropped)."""
+        if early_stopping is None:
+            return cls(**kwargs)
+        unsupported = [name for name in ("stopping_threshold", "divergence_threshold")
+                       if getattr(early_stopping, name, None) is not None]
+        if unsupported:
+            raise ValueError(
+                f"callbacks.early_stopping: {unsupported} cannot be applied per task (single_task selects each "
+                f"task's network on its own); remove them, or use a shared architecture"
+            )
+        return cls(patience=early_stopping.patience, min_delta=early_stopping.min_delta, **kwargs)
 
     @property
     def best_model_path(self) -> str:
         path = self.dirpath / CHECKPOINT_NAME
         return str(path) if path.is_file() else ""
 
-    def _improved(self, task: str, value: float) -> bool:
-        best = self.best_score[task]
-        if best is None:
+    def _better(self, task: str, value: float, than: float | None, delta: float) -> bool:
+        if than is None:
             return True
-        if self.monitors[task][1] == "max":
-            return value > best + self.min_delta
-        return value < best - self.min_delta
+        return value > than + delta if self.monitors[task][1] == "max" else value < than - delta
 
     def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if trainer.sanity_checking or trainer.state.fn != TrainerFn.FITTING:
@@ -82,7 +100,10 @@ class TaskwiseSelection(L.Callback):
         metrics = trainer.callback_metrics
         missing = [key for key, _ in self.monitors.values() if key not in metrics]
         if missing:
-            raise KeyError(f"per-task selection: validation logged no {missing}; logged: {sorted(metrics)}")
+            raise KeyError(
+                f"per-task selection: validation logged no {missing} (does each task have labelled "
+                f"validation rows?); logged: {sorted(metrics)}"
+            )
         self._pending = {task: float(metrics[key]) for task, (key, _) in self.monitors.items()}
 
     def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
@@ -93,14 +114,19 @@ class TaskwiseSelection(L.Callback):
         values, self._pending = self._pending, None
         epoch = trainer.current_epoch + 1
         state = pl_module.state_dict()
-        improved = []
+        improved = False
         for task, value in values.items():
             if self.stopped_epoch[task] is not None:
                 continue
-            if self._improved(task, value):
-                self.best_score[task], self.best_epoch[task], self.wait[task] = value, epoch, 0
+            if not math.isfinite(value):
+                self.stopped_epoch[task] = epoch
+                continue
+            if self._better(task, value, self.best_score[task], 0.0):
+                self.best_score[task], self.best_epoch[task] = value, epoch
                 self.best_state[task] = {k: state[k].detach().clone() for k in self.state_keys[task]}
-                improved.append(task)
+                improved = True
+            if self._better(task, value, self.reference[task], self.min_delta):
+                self.reference[task], self.wait[task] = value, 0
             else:
                 self.wait[task] += 1
                 if self.patience is not None and self.wait[task] >= self.patience:
@@ -111,11 +137,11 @@ class TaskwiseSelection(L.Callback):
             trainer.should_stop = True
 
     def _save(self, trainer: L.Trainer) -> None:
-        """The current checkpoint with each task's network replaced by its best weights."""
+        """Weights only: the current model with each task's network replaced by its best weights."""
         self.dirpath.mkdir(parents=True, exist_ok=True)
         final = self.dirpath / CHECKPOINT_NAME
         tmp = self.dirpath / f".{CHECKPOINT_NAME}.tmp"
-        trainer.save_checkpoint(tmp, weights_only=False)
+        trainer.save_checkpoint(tmp, weights_only=True)
         checkpoint = torch.load(tmp, map_location="cpu", weights_only=False)
         for weights in self.best_state.values():
             checkpoint["state_dict"].update(weights)
@@ -131,14 +157,8 @@ class TaskwiseSelection(L.Callback):
         }
 
     def state_dict(self) -> dict[str, Any]:
-        return {
-            "best_score": self.best_score,
-            "best_epoch": self.best_epoch,
-            "wait": self.wait,
-            "stopped_epoch": self.stopped_epoch,
-            "best_state": self.best_state,
-        }
+        return {name: getattr(self, name) for name in _STATE}
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
-        for name in ("best_score", "best_epoch", "wait", "stopped_epoch", "best_state"):
+        for name in _STATE:
             setattr(self, name, dict(state_dict[name]))

@@ -73,3 +73,19 @@ def test_tensorboard_logger_writes_events(tmp_path) -> None:
 
     fit(tmp_path, "logger=tensorboard", "trainer.max_epochs=2")
     assert list((tmp_path / "tensorboard").rglob("events.out.tfevents.*"))
+
+
+def test_quiet_hides_dependency_deprecations_but_not_mtlrecs(monkeypatch) -> None:
+    import warnings
+
+    from mtlrec.training.console import quiet_third_party
+
+    with warnings.catch_warnings(record=True) as seen:
+        warnings.simplefilter("always")
+        quiet_third_party()
+        for module in ("lightning.pytorch.x", "torch.utils", "mtlrec.models.x", "__main__"):
+            warnings.warn_explicit(f"old api in {module}", DeprecationWarning, "f.py", 1, module=module)
+        warnings.warn_explicit("`weights_only` was not set", UserWarning, "f.py", 1, module="lightning.x")
+        warnings.warn_explicit("loss is nan", RuntimeWarning, "f.py", 1, module="torch.x")
+    shown = sorted(str(w.message) for w in seen)
+    assert shown == ["loss is nan", "old api in __main__", "old api in mtlrec.models.x"]

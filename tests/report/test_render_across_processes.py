@@ -32,9 +32,12 @@ def run_sh_report_argv() -> list[str]:
     """The ``mtlrec-report`` arguments of ``run.sh``, with ``$out``/``$here`` = the experiment folder
     (run.sh's defaults, with the working directory at the repo root as run.sh ``cd``s there)."""
     script = (REPO / EXPERIMENT / "run.sh").read_text().replace("\\\n", " ")
+    # run.sh's defaults must be repo-relative: they are written into the published RESULTS.md
+    for var in ("out", "rel"):
+        assert f"\n{var}={EXPERIMENT}\n" in script, f"run.sh: {var} should default to {EXPERIMENT}"
     lines = [line for line in script.splitlines() if line.lstrip().startswith("mtlrec-report ")]
     assert len(lines) == 1, "run.sh should call mtlrec-report exactly once"
-    line = lines[0].replace("$out", str(EXPERIMENT)).replace("$here", str(EXPERIMENT))
+    line = lines[0].replace("$out", str(EXPERIMENT)).replace("$rel", str(EXPERIMENT))
     assert "$" not in line, f"unexpanded variable in {line!r}"
     argv = shlex.split(line)
     assert argv[0] == "mtlrec-report"
@@ -52,17 +55,17 @@ def _workspace(root: Path) -> Path:
 
 @pytest.fixture(scope="module")
 def regenerated(tmp_path_factory) -> dict[str, dict]:
-    """Two runs of the report CLI, concurrently, with PYTHONHASHSEED 1 and 2."""
+    """Two runs of the report CLI, one after the other, with PYTHONHASHSEED 1 and 2."""
     argv = run_sh_report_argv()
     procs = {}
     for hash_seed in ("1", "2"):
         ws = _workspace(tmp_path_factory.mktemp(f"hashseed{hash_seed}"))
         env = {**os.environ, "PYTHONHASHSEED": hash_seed, "MPLBACKEND": "Agg"}
-        procs[hash_seed] = (ws, subprocess.Popen([sys.executable, "-m", "mtlrec.report.cli", *argv], cwd=ws, env=env,
-                                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE))
+        procs[hash_seed] = (ws, subprocess.run([sys.executable, "-m", "mtlrec.report.cli", *argv], cwd=ws, env=env,
+                                               capture_output=True, timeout=600))
     out = {}
     for hash_seed, (ws, proc) in procs.items():
-        stdout, stderr = proc.communicate(timeout=120)
+        stdout, stderr = proc.stdout, proc.stderr
         assert proc.returncode == 0, stderr.decode()
         files = {name: (ws / EXPERIMENT / name).read_bytes() for name in TEXT_OUTPUTS}
         out[hash_seed] = {"stdout": stdout, "stderr": stderr.decode(), "files": files}

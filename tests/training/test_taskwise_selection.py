@@ -89,6 +89,7 @@ def test_per_task_selection_resumes_with_its_state(single_task_run, instrumented
     overrides = ("arch=single_task", f"callbacks.early_stopping.patience={PATIENCE}")
     assert reference["best_epochs"]["task1"] < 4 < reference["epochs_trained"]  # the crash comes after task1's best
     rec = _crash_then_rerun(tmp_path, instrumented, overrides, overrides, at=4)
+    assert rec["epochs_trained"] == reference["epochs_trained"]  # each task stopped where it did
     assert rec["best_epochs"] == reference["best_epochs"]
     assert rec["metrics"] == reference["metrics"]
 
@@ -132,3 +133,27 @@ def test_a_stopped_task_keeps_its_choice_and_the_run_ends_when_all_have_stopped(
                                    "b": {"best_epoch": 5, "best_score": 0.625, "stopped_epoch": 7}}
     state = torch.load(selection.best_model_path, weights_only=False)["state_dict"]
     assert (float(state["nets.a"]), float(state["nets.b"])) == (2.0, 5.0)  # each from its own best epoch
+
+
+def test_min_delta_delays_stopping_but_never_the_choice_of_the_best_epoch(tmp_path) -> None:
+    """As separate runs: ModelCheckpoint keeps the strictly best epoch; only EarlyStopping's count
+    of epochs without improvement uses min_delta."""
+    curves = {"a": [1.0, 0.5, 0.484375, 0.46875, 0.453125, 0.4375], "b": [1.0] * 6}
+    # a improves by 1/64 per epoch after epoch 2, 3/64 in all by epoch 5: below min_delta 1/16 ->
+    # stops at 2 + 3 = 5, yet its best is epoch 5 (0.453125), not epoch 2 (the last significant one)
+    selection = TaskwiseSelection({t: (f"val/{t}/mse", "min") for t in curves},
+                                  {t: [f"nets.{t}"] for t in curves}, tmp_path, patience=3, min_delta=0.0625)
+    loader = torch.utils.data.DataLoader(torch.zeros(2, 1), batch_size=2)
+    trainer = L.Trainer(max_epochs=6, callbacks=[selection], logger=False, enable_checkpointing=False,
+                        enable_progress_bar=False, enable_model_summary=False, num_sanity_val_steps=0)
+    trainer.fit(_Scripted(curves), loader, loader)
+    assert selection.summary()["a"] == {"best_epoch": 5, "best_score": 0.453125, "stopped_epoch": 5}
+    assert selection.summary()["b"] == {"best_epoch": 1, "best_score": 1.0, "stopped_epoch": 4}
+
+
+def test_unsupported_early_stopping_options_are_refused(tmp_path) -> None:
+    from lightning.pytorch.callbacks import EarlyStopping
+
+    with pytest.raises(ValueError, match=r"\['stopping_threshold'\] cannot be applied per task"):
+        TaskwiseSelection.replacing(EarlyStopping("val/a/mse", stopping_threshold=0.1),
+                                    monitors={"a": ("val/a/mse", "min")}, state_keys={"a": []}, dirpath=tmp_path)
