@@ -211,6 +211,29 @@ def test_per_epoch_hook_reaches_the_weighting(tmp_path) -> None:
     assert abs(per_epoch[2]["task1"] - 1.0) > 1e-3
 
 
+def test_dwa_weights_follow_the_fits_own_epoch_losses(tmp_path) -> None:
+    """Epoch 3's weights are DWA's formula on the mean training losses of epochs 1 and 2 (T = 2)."""
+    import math
+
+    rec = fit(tmp_path, "weighting=dwa", "trainer.max_epochs=3")
+    first, second = rec["train_loss_per_epoch"][:2]
+    exps = {t: math.exp(second[t] / first[t] / 2.0) for t in first}
+    expected = {t: 2 * e / sum(exps.values()) for t, e in exps.items()}
+    assert rec["weights"]["per_epoch"][2] == pytest.approx(expected, rel=1e-6)
+
+
+@pytest.mark.parametrize("weighting", ["uncertainty", "gradnorm", "dwa"])
+def test_learned_weighting_state_survives_resume(weighting, instrumented, tmp_path) -> None:
+    """A weighting's own state (learned weights, their optimizer, L(0), loss history) travels in
+    last.ckpt: the resumed run equals the uninterrupted one."""
+    reference = fit(tmp_path / "reference", f"weighting={weighting}")
+    rec = _crash_then_rerun(tmp_path / "resumed", instrumented, (f"weighting={weighting}",), (f"weighting={weighting}",))
+    assert _EpochCounter.epochs == reference["epochs_trained"] - CRASH_AT
+    assert rec["metrics"] == reference["metrics"]
+    for resumed, uninterrupted in zip(rec["weights"]["per_epoch"], reference["weights"]["per_epoch"], strict=True):
+        assert resumed == pytest.approx(uninterrupted)
+
+
 def test_labelled_counts_reach_data_volume_on_masked_data(tmp_path) -> None:
     data = {"_target_": "tests.training.orchestration_setup.tiny_masked_data", "loader": {"batch_size": 64}}
     rec = fit(tmp_path, "weighting=data_volume", "trainer.max_epochs=1", data=data)
