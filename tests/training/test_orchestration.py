@@ -212,14 +212,17 @@ def test_per_epoch_hook_reaches_the_weighting(tmp_path) -> None:
 
 
 def test_dwa_weights_follow_the_fits_own_epoch_losses(tmp_path) -> None:
-    """Epoch 3's weights are DWA's formula on the mean training losses of epochs 1 and 2 (T = 2)."""
+    """Epoch e's weights (e >= 3) are DWA's formula on the mean training losses of epochs e-2 and
+    e-1 of this fit (T = 2)."""
     import math
 
-    rec = fit(tmp_path, "weighting=dwa", "trainer.max_epochs=3")
-    first, second = rec["train_loss_per_epoch"][:2]
-    exps = {t: math.exp(second[t] / first[t] / 2.0) for t in first}
-    expected = {t: 2 * e / sum(exps.values()) for t, e in exps.items()}
-    assert rec["weights"]["per_epoch"][2] == pytest.approx(expected, rel=1e-6)
+    rec = fit(tmp_path, "weighting=dwa", "trainer.max_epochs=5")
+    losses, weights = rec["train_loss_per_epoch"], rec["weights"]["per_epoch"]
+    for epoch in range(3, 6):
+        before, last = losses[epoch - 3], losses[epoch - 2]
+        exps = {t: math.exp(last[t] / before[t] / 2.0) for t in last}
+        expected = {t: 2 * e / sum(exps.values()) for t, e in exps.items()}
+        assert weights[epoch - 1] == pytest.approx(expected, rel=1e-6), epoch
 
 
 @pytest.mark.parametrize("weighting", ["uncertainty", "gradnorm", "dwa"])
