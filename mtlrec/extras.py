@@ -42,3 +42,12 @@ def missing_modules(extra: str) -> list[str]:
 
 def install_hint(extra: str) -> str:
     return f'pip install -e ".[{extra}]"  (or: pip install "mtlrec[{extra}]")'
+
+
+def missing_logger_extra(target: str) -> str | None:
+    """The extra a Lightning logger class (``_target_``) needs when its package is not installed,
+    else ``None`` (also for loggers that need no extra)."""
+    extra = LOGGER_EXTRAS.get(target.rsplit(".", 1)[-1])
+    if extra is None or not missing_modules(extra):
+        return None
+    return None if any(module_available(m) for m in LOGGER_ALTERNATIVES.get(extra, ())) else extra

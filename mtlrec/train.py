@@ -29,7 +29,7 @@ from omegaconf import DictConfig, OmegaConf
 
 import mtlrec
 from mtlrec.data.datamodule import TabularDataModule
-from mtlrec.extras import LOGGER_ALTERNATIVES, LOGGER_EXTRAS, install_hint, missing_modules, module_available
+from mtlrec.extras import install_hint, missing_logger_extra
 from mtlrec.training.console import header, progress_bar_wanted, quiet_third_party
 from mtlrec.training.module import MultiTaskModule
 from mtlrec.training.results import (
@@ -112,8 +112,8 @@ def build_logger(cfg: DictConfig) -> L.pytorch.loggers.Logger | bool:
     node = cfg.get("logger")
     if not node or "_target_" not in node:
         return False
-    extra = LOGGER_EXTRAS.get(str(node._target_).rsplit(".", 1)[-1])
-    if extra and missing_modules(extra) and not any(module_available(m) for m in LOGGER_ALTERNATIVES.get(extra, ())):
+    extra = missing_logger_extra(str(node._target_))
+    if extra:
         raise ModuleNotFoundError(
             f"logger={extra} needs the {extra!r} package, which is not installed: {install_hint(extra)}; "
             f"or choose logger=csv (built in) or logger=none"
@@ -127,26 +127,17 @@ def _is_multirun() -> bool:
     return HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN
 
 
-def selected_checkpoint(trainer: L.Trainer, monitor: str) -> str:
-    """The checkpoint that validation, test and scoring use: per-task best when selection is per
-    task, else the best on the main task's validation metric ``monitor`` (``""`` when no callback
-    keeps one: then the final weights are evaluated, and the record says so with no checkpoint)."""
-    for callback in trainer.callbacks:
-        if isinstance(callback, TaskwiseSelection):
-            return callback.best_model_path
-    for callback in trainer.checkpoint_callbacks:
-        if getattr(callback, "monitor", None) == monitor:
-            return callback.best_model_path
-    return ""
-
-
-def best_epochs(trainer: L.Trainer, best: str, tasks: list[str]) -> dict[str, int | None]:
-    """task -> the epoch (1-based) its reported weights come from."""
-    for callback in trainer.callbacks:
-        if isinstance(callback, TaskwiseSelection):
-            return {t: callback.best_epoch[t] for t in tasks}
+def selected_checkpoint(trainer: L.Trainer, monitor: str, tasks: list[str]) -> tuple[str, dict[str, int | None]]:
+    """(the checkpoint that validation, test and scoring use, task -> the 1-based epoch its weights
+    come from). Per-task best when selection is per task; else the best on the main task's
+    validation metric ``monitor``; ``""`` when no callback keeps one (then the final weights are
+    evaluated and the record names no checkpoint)."""
+    per_task = next((c for c in trainer.callbacks if isinstance(c, TaskwiseSelection)), None)
+    if per_task is not None:
+        return per_task.best_model_path, {t: per_task.best_epoch[t] for t in tasks}
+    best = next((c.best_model_path for c in trainer.checkpoint_callbacks if getattr(c, "monitor", None) == monitor), "")
     epoch = _checkpoint_epoch(best)
-    return {t: epoch for t in tasks}
+    return best, {t: epoch for t in tasks}
 
 
 def run(cfg: DictConfig, output_dir: str | Path, overrides: list[str] | None = None) -> dict[str, Any]:
@@ -166,6 +157,8 @@ def run(cfg: DictConfig, output_dir: str | Path, overrides: list[str] | None = N
     monitor, mode = module.selection
     callbacks = build_callbacks(cfg, module, output_dir / "checkpoints")
     logger = build_logger(cfg)
+    per_task = any(isinstance(c, TaskwiseSelection) for c in callbacks)
+    num_parameters = sum(p.numel() for p in module.architecture.parameters())
     console = cfg.get("console") or {}
     progress = progress_bar_wanted(console.get("progress_bar", False), _is_multirun())
     if progress:
@@ -176,8 +169,7 @@ def run(cfg: DictConfig, output_dir: str | Path, overrides: list[str] | None = N
             arch=cfg.arch._target_.rsplit(".", 1)[-1], weighting=cfg.weighting._target_.rsplit(".", 1)[-1],
             dataset=datamodule.raw.name, rows={s: len(t) for s, t in datamodule.tables.items()},
             tasks=datamodule.schema.task_names, main_task=datamodule.schema.main_task, monitor=monitor,
-            per_task=module.taskwise_selection() is not None,
-            parameters=sum(p.numel() for p in module.architecture.parameters()),
+            per_task=per_task, parameters=num_parameters,
             max_epochs=trainer.max_epochs, device=str(trainer.strategy.root_device), output_dir=str(output_dir),
         ), flush=True)
 
@@ -195,18 +187,18 @@ def run(cfg: DictConfig, output_dir: str | Path, overrides: list[str] | None = N
         "seed": cfg.seed,
         "dataset": datamodule.raw.name,
         "main_task": datamodule.schema.main_task,
-        "selection": {"monitor": monitor, "mode": mode, "per_task": module.taskwise_selection() is not None},
+        "selection": {"monitor": monitor, "mode": mode, "per_task": per_task},
         "git_commit": git_commit(),
         "versions": _versions(),
-        "num_parameters": sum(p.numel() for p in module.architecture.parameters()),
+        "num_parameters": num_parameters,
     }
     try:
         started = time.perf_counter()
         trainer.fit(module, datamodule=datamodule, ckpt_path=resume)
         train_seconds = time.perf_counter() - started
         final_weights = module.weighting.weights()  # before validate() reloads the best checkpoint
-        best = selected_checkpoint(trainer, monitor)
-        epochs = best_epochs(trainer, best, datamodule.schema.task_names)  # before validate() reloads state
+        # read before validate()/test() reload the checkpoint (and with it the callbacks' state)
+        best, epochs = selected_checkpoint(trainer, monitor, datamodule.schema.task_names)
         ckpt = best or None
         val = trainer.validate(module, datamodule=datamodule, ckpt_path=ckpt, verbose=False)[0]
         test = trainer.test(module, datamodule=datamodule, ckpt_path=ckpt, verbose=False)[0]

@@ -12,7 +12,7 @@ from hydra.core.hydra_config import HydraConfig
 from omegaconf import OmegaConf
 
 from mtlrec import train
-from mtlrec.extras import LOGGER_EXTRAS, missing_modules
+from mtlrec.extras import missing_logger_extra
 from mtlrec.training.console import progress_bar_wanted
 from tests.conftest import compose_task_config
 
@@ -56,8 +56,8 @@ def test_logger_builds_or_names_the_extra_to_install(logger, tmp_path, monkeypat
     cfg = compose_task_config(tmp_path, [f"logger={logger}"])
     try:
         node = OmegaConf.to_container(cfg.logger, resolve=True) if cfg.get("logger") else None
-        extra = LOGGER_EXTRAS.get(str((node or {}).get("_target_", "")).rsplit(".", 1)[-1])
-        if extra and missing_modules(extra):
+        extra = missing_logger_extra(str((node or {}).get("_target_", "")))
+        if extra:
             with pytest.raises(ModuleNotFoundError, match=rf'logger={extra} needs the .* pip install -e "\.\[{extra}\]"'):
                 train.build_logger(cfg)
         else:

@@ -118,16 +118,23 @@ class _Scripted(L.LightningModule):
         return torch.optim.SGD(self.parameters(), lr=0.0)
 
 
+def _fit_scripted(curves: dict[str, list[float]], tmp_path: Path, **options) -> tuple[L.Trainer, TaskwiseSelection]:
+    """A real Trainer fitting ``_Scripted(curves)`` with per-task selection (min MSE) and ``options``."""
+    selection = TaskwiseSelection({t: (f"val/{t}/mse", "min") for t in curves},
+                                  {t: [f"nets.{t}"] for t in curves}, tmp_path, **options)
+    loader = torch.utils.data.DataLoader(torch.zeros(2, 1), batch_size=2)
+    trainer = L.Trainer(max_epochs=len(next(iter(curves.values()))), callbacks=[selection], logger=False,
+                        enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
+                        num_sanity_val_steps=0)
+    trainer.fit(_Scripted(curves), loader, loader)
+    return trainer, selection
+
+
 def test_a_stopped_task_keeps_its_choice_and_the_run_ends_when_all_have_stopped(tmp_path) -> None:
     curves = {"a": [1.0, 0.5, 0.625, 0.75, 0.125, 0.125, 0.125, 0.125], "b": [1.0, 0.875, 0.75, 0.875, 0.625, 0.75, 0.875, 0.5]}
     # a: best 2, stops at 4 (its later 0.125 would be a separate run's future: never seen);
     # b: best 5, stops at 7 -> the run ends after epoch 7, before b's 0.5 at epoch 8
-    selection = TaskwiseSelection({t: (f"val/{t}/mse", "min") for t in curves},
-                                  {t: [f"nets.{t}"] for t in curves}, tmp_path, patience=2)
-    loader = torch.utils.data.DataLoader(torch.zeros(2, 1), batch_size=2)
-    trainer = L.Trainer(max_epochs=8, callbacks=[selection], logger=False, enable_checkpointing=False,
-                        enable_progress_bar=False, enable_model_summary=False, num_sanity_val_steps=0)
-    trainer.fit(_Scripted(curves), loader, loader)
+    trainer, selection = _fit_scripted(curves, tmp_path, patience=2)
     assert trainer.current_epoch == 7
     assert selection.summary() == {"a": {"best_epoch": 2, "best_score": 0.5, "stopped_epoch": 4},
                                    "b": {"best_epoch": 5, "best_score": 0.625, "stopped_epoch": 7}}
@@ -141,12 +148,7 @@ def test_min_delta_delays_stopping_but_never_the_choice_of_the_best_epoch(tmp_pa
     curves = {"a": [1.0, 0.5, 0.484375, 0.46875, 0.453125, 0.4375], "b": [1.0] * 6}
     # a improves by 1/64 per epoch after epoch 2, 3/64 in all by epoch 5: below min_delta 1/16 ->
     # stops at 2 + 3 = 5, yet its best is epoch 5 (0.453125), not epoch 2 (the last significant one)
-    selection = TaskwiseSelection({t: (f"val/{t}/mse", "min") for t in curves},
-                                  {t: [f"nets.{t}"] for t in curves}, tmp_path, patience=3, min_delta=0.0625)
-    loader = torch.utils.data.DataLoader(torch.zeros(2, 1), batch_size=2)
-    trainer = L.Trainer(max_epochs=6, callbacks=[selection], logger=False, enable_checkpointing=False,
-                        enable_progress_bar=False, enable_model_summary=False, num_sanity_val_steps=0)
-    trainer.fit(_Scripted(curves), loader, loader)
+    _, selection = _fit_scripted(curves, tmp_path, patience=3, min_delta=0.0625)
     assert selection.summary()["a"] == {"best_epoch": 5, "best_score": 0.453125, "stopped_epoch": 5}
     assert selection.summary()["b"] == {"best_epoch": 1, "best_score": 1.0, "stopped_epoch": 4}
 
