@@ -21,8 +21,9 @@ import torch
 from hydra import compose, initialize_config_dir
 from omegaconf import DictConfig
 
+from mtlrec.build import build_datamodule, build_module
 from mtlrec.data.datamodule import TabularDataModule
-from mtlrec.train import CONFIG_DIR, build_datamodule, build_module
+from mtlrec.train import CONFIG_DIR
 from mtlrec.training.timing import TrainThroughput
 
 
@@ -40,7 +41,7 @@ def bare_loop_epoch_seconds(cfg: DictConfig, datamodule: TabularDataModule, epoc
         for i in range(0, len(table), batch_size):
             batch = table[order[i : i + batch_size]]
             logits = model(batch).logits
-            loss = sum(obj.loss(logits[t], batch["labels"][t]) for t, obj in objectives.items())
+            loss = sum(obj.loss(logits[t], batch.labels[t]) for t, obj in objectives.items())
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()

@@ -15,9 +15,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import torch
-from hydra.utils import instantiate
 from omegaconf import OmegaConf
 
+from mtlrec.build import build_architecture
 from mtlrec.data.datamodule import PREPROCESSOR_FILE, SCHEMA_FILE
 from mtlrec.data.preprocess import Preprocessor
 from mtlrec.data.schema import Schema
@@ -41,9 +41,7 @@ class RunScorer:
         self.schema = Schema.from_dict(json.loads((run_dir / SCHEMA_FILE).read_text()))
         self.preprocessor = Preprocessor.load(run_dir / PREPROCESSOR_FILE, self.schema)
         config = OmegaConf.create(record["config"])
-        self.architecture: Architecture = instantiate(config.arch, _convert_="all")(
-            schema=self.schema, field_sizes=self.preprocessor.field_sizes
-        )
+        self.architecture: Architecture = build_architecture(config, self.schema, self.preprocessor)
         checkpoint = Path(record["checkpoint"])
         state = torch.load(run_dir / checkpoint if not checkpoint.is_absolute() else checkpoint,
                            map_location=device, weights_only=False)["state_dict"]
@@ -58,8 +56,7 @@ class RunScorer:
         table = self.preprocessor.transform(frame, split="data to score", with_labels=False)
         parts: dict[str, list[torch.Tensor]] = {t: [] for t in self.objectives}
         for start in range(0, len(table), batch_size):
-            batch = table[slice(start, start + batch_size)]
-            batch = {k: v.to(self.device) if isinstance(v, torch.Tensor) else v for k, v in batch.items()}
+            batch = table[slice(start, start + batch_size)].to(self.device)
             logits = self.architecture(batch).logits
             for task, objective in self.objectives.items():
                 parts[task].append(objective.predict(logits[task]).cpu())

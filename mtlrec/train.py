@@ -13,8 +13,10 @@ mid-training resumes from its ``last.ckpt``.
 from __future__ import annotations
 
 import logging
+import os
 import platform
 import shutil
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -28,7 +30,8 @@ from lightning.pytorch.callbacks import EarlyStopping, TQDMProgressBar
 from omegaconf import DictConfig, OmegaConf
 
 import mtlrec
-from mtlrec.data.datamodule import TabularDataModule
+from mtlrec.build import build_datamodule, build_module
+from mtlrec.data.schema import SchemaError
 from mtlrec.extras import install_hint, missing_logger_extra
 from mtlrec.training.console import header, progress_bar_wanted, quiet_third_party
 from mtlrec.training.module import MultiTaskModule
@@ -47,32 +50,6 @@ from mtlrec.training.timing import TrainThroughput
 log = logging.getLogger("mtlrec.train")
 CONFIG_DIR = str(Path(__file__).resolve().parents[1] / "conf")
 HASH_FILE = ".config_hash"
-
-
-def build_datamodule(cfg: DictConfig) -> TabularDataModule:
-    data_cfg = OmegaConf.to_container(cfg.data, resolve=True)
-    loader = data_cfg.pop("loader", {}) or {}
-    unknown = sorted(set(loader) - {"batch_size", "eval_batch_size"})
-    if unknown:
-        raise ValueError(f"data.loader: unknown option(s) {unknown}; the options are batch_size and eval_batch_size")
-    raw = instantiate(data_cfg, _convert_="all")
-    datamodule = TabularDataModule(raw, seed=cfg.seed, **loader)
-    datamodule.setup()
-    return datamodule
-
-
-def build_module(cfg: DictConfig, datamodule: TabularDataModule) -> MultiTaskModule:
-    schema = datamodule.schema
-    architecture = instantiate(cfg.arch, _convert_="all")(
-        schema=schema, field_sizes=datamodule.preprocessor.field_sizes
-    )
-    return MultiTaskModule(
-        schema,
-        architecture,
-        weighting=instantiate(cfg.weighting, _convert_="all"),
-        optimizer=instantiate(cfg.optimizer),
-        labelled_counts=datamodule.labelled_counts(),
-    )
 
 
 def build_callbacks(cfg: DictConfig, module: MultiTaskModule, checkpoint_dir: str | Path) -> list[L.Callback]:
@@ -285,12 +262,29 @@ def selection_value(record: dict[str, Any]) -> float:
     return -value if record["selection"]["mode"] == "min" else value
 
 
+# What bad input raises: a wrong file, column, label or option value. The message already names
+# the file/column/option and the fix, so a single run prints it as one line (no traceback).
+BAD_INPUT = (SchemaError, ValueError, FileNotFoundError, ModuleNotFoundError)
+
+
+def _fail_with_one_line(err: BaseException) -> None:
+    """One line on stderr and exit status 2; HYDRA_FULL_ERROR=1 shows the traceback instead."""
+    if os.environ.get("HYDRA_FULL_ERROR") == "1" or _is_multirun():
+        raise err  # a sweep records the failed job and goes on; a developer wants the traceback
+    message = " ".join(str(err).split()) or type(err).__name__
+    print(f"mtlrec-train: error: {message}", file=sys.stderr, flush=True)
+    raise SystemExit(2)
+
+
 @hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="config")
 def main(cfg: DictConfig) -> float:
     hydra_cfg = HydraConfig.get()
     if (cfg.get("console") or {}).get("quiet_third_party", True):
         quiet_third_party()
-    record = run(cfg, hydra_cfg.runtime.output_dir, list(hydra_cfg.overrides.task))
+    try:
+        record = run(cfg, hydra_cfg.runtime.output_dir, list(hydra_cfg.overrides.task))
+    except BAD_INPUT as err:
+        _fail_with_one_line(err)
     if cfg.get("print_results", True):
         epochs = record.get("best_epochs") or {}
         chosen = (", ".join(f"{t} {e}" for t, e in epochs.items()) if record["selection"].get("per_task")

@@ -32,6 +32,8 @@ from mtlrec.models.architectures.ple import CGC, PLE
 from mtlrec.models.architectures.shared_bottom import SharedBottom
 from mtlrec.models.architectures.single_task import SingleTask
 from mtlrec.models.base import Architecture
+from mtlrec.models.inputs.encoder import InputEncoder, build_encoder
+
 
 def pytest_collection_modifyitems(config, items) -> None:
     """Tests marked with an extra's name (``@pytest.mark.sweep``) skip, saying why and how to
@@ -64,7 +66,7 @@ def tiny_schema_() -> Schema:
             FeatureSpec("color", "categorical"),
             FeatureSpec("city", "categorical"),
             FeatureSpec("age", "numeric"),
-            FeatureSpec("income", "numeric", log1p=True),
+            FeatureSpec("income", "numeric", {"log1p": True}),
         ),
         tasks=(
             TaskSpec("ctr", "binary", "click"),
@@ -149,16 +151,16 @@ def tiny_batch(tiny_preprocessed) -> dict:
 
 
 # -- architectures, sized for speed -----------------------------------------------------------
-ARCH_FACTORIES: dict[str, Callable[[Schema, list[int]], Architecture]] = {
-    "single_task": lambda s, fs: SingleTask(s, fs, embedding_dim=4, hidden_units=(16,), tower_units=(8,)),
-    "shared_bottom": lambda s, fs: SharedBottom(s, fs, embedding_dim=4, bottom_units=(16, 12), tower_units=(8,)),
-    "cross_stitch": lambda s, fs: CrossStitch(s, fs, embedding_dim=4, column_units=(16, 12), tower_units=(8,)),
-    "omoe": lambda s, fs: OMoE(s, fs, embedding_dim=4, num_experts=3, expert_units=(12,), tower_units=(8,)),
-    "mmoe": lambda s, fs: MMoE(s, fs, embedding_dim=4, num_experts=3, expert_units=(16, 12), tower_units=(8,)),
-    "cgc": lambda s, fs: CGC(s, fs, embedding_dim=4, specific_experts=2, shared_experts=2, expert_units=(12,)),
-    "ple1": lambda s, fs: PLE(s, fs, embedding_dim=4, num_levels=1, specific_experts=2, shared_experts=2, expert_units=(12,)),
-    "ple2": lambda s, fs: PLE(s, fs, embedding_dim=4, num_levels=2, specific_experts=2, shared_experts=2, expert_units=(12,)),
-    "ple3": lambda s, fs: PLE(s, fs, embedding_dim=4, num_levels=3, specific_experts=1, shared_experts=2, expert_units=(12,)),
+ARCH_FACTORIES: dict[str, Callable[[Schema, InputEncoder], Architecture]] = {
+    "single_task": lambda s, enc: SingleTask(s, enc, hidden_units=(16,), tower_units=(8,)),
+    "shared_bottom": lambda s, enc: SharedBottom(s, enc, bottom_units=(16, 12), tower_units=(8,)),
+    "cross_stitch": lambda s, enc: CrossStitch(s, enc, column_units=(16, 12), tower_units=(8,)),
+    "omoe": lambda s, enc: OMoE(s, enc, num_experts=3, expert_units=(12,), tower_units=(8,)),
+    "mmoe": lambda s, enc: MMoE(s, enc, num_experts=3, expert_units=(16, 12), tower_units=(8,)),
+    "cgc": lambda s, enc: CGC(s, enc, specific_experts=2, shared_experts=2, expert_units=(12,)),
+    "ple1": lambda s, enc: PLE(s, enc, num_levels=1, specific_experts=2, shared_experts=2, expert_units=(12,)),
+    "ple2": lambda s, enc: PLE(s, enc, num_levels=2, specific_experts=2, shared_experts=2, expert_units=(12,)),
+    "ple3": lambda s, enc: PLE(s, enc, num_levels=3, specific_experts=1, shared_experts=2, expert_units=(12,)),
 }
 ARCH_NAMES = tuple(ARCH_FACTORIES)
 MULTI_TASK_ARCHS = tuple(n for n in ARCH_NAMES if n != "single_task")
@@ -166,14 +168,19 @@ MULTI_TASK_ARCHS = tuple(n for n in ARCH_NAMES if n != "single_task")
 
 @pytest.fixture
 def build_arch(tiny_preprocessed) -> Callable[..., Architecture]:
-    """``build_arch(name, schema=None, field_sizes=None, seed=0)``: a seeded small architecture."""
+    """``build_arch(name, preprocessor=None, seed=0)``: a seeded small architecture (4-wide
+    embeddings) on a fitted preprocessing (the tiny dataset's by default)."""
     pre, _ = tiny_preprocessed
 
-    def build(name: str, schema: Schema | None = None, field_sizes: list[int] | None = None, seed: int = 0):
-        torch.manual_seed(seed)
-        return ARCH_FACTORIES[name](schema or pre.schema, field_sizes if field_sizes is not None else pre.field_sizes)
+    def build(name: str, preprocessor: Preprocessor | None = None, seed: int = 0):
+        return build_small_arch(name, preprocessor or pre, seed)
 
     return build
+
+
+def build_small_arch(name: str, preprocessor: Preprocessor, seed: int = 0) -> Architecture:
+    torch.manual_seed(seed)
+    return ARCH_FACTORIES[name](preprocessor.fitted_schema, build_encoder(preprocessor, embedding_dim=4))
 
 
 def tower_of(model: Architecture, task: str) -> torch.nn.Module:

@@ -247,7 +247,7 @@ def _schema(group: int, exclude: tuple[str, ...] = (), keep_education: bool = Fa
     removed = tuple(c for c in PAPER_REMOVED if not (keep_education and c == "education"))
     excluded = tuple(dict.fromkeys((*sources, *removed, *ALWAYS_EXCLUDED, *exclude)))
     features = [
-        FeatureSpec(c, "numeric", log1p=NUMERIC[c]) if c in NUMERIC else FeatureSpec(c, "categorical")
+        FeatureSpec(c, "numeric", {"log1p": NUMERIC[c]}) if c in NUMERIC else FeatureSpec(c, "categorical")
         for c in COLUMNS
         if c not in excluded
     ]

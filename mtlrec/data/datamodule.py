@@ -5,11 +5,13 @@ from __future__ import annotations
 from pathlib import Path
 
 import lightning as L
+import torch
 from torch.utils.data import DataLoader
 
 from mtlrec.data.preprocess import Preprocessor
 from mtlrec.data.raw import SPLITS, RawDataset
-from mtlrec.data.table import IndexBatchSampler, TensorTable
+from mtlrec.data.schema import Schema, SchemaError
+from mtlrec.data.table import Batch, IndexBatchSampler, TensorTable
 from mtlrec.training.results import write_json_atomic
 
 SCHEMA_FILE = "schema.json"
@@ -21,11 +23,32 @@ def _whole_batch(batch):
     return batch
 
 
+def check_split(table: TensorTable, schema: Schema, where: str) -> None:
+    """Refuse a split that cannot be trained or evaluated on: no rows, or a binary task whose
+    labelled rows hold one value only (its AUC is undefined, so selection would read noise)."""
+    if len(table) == 0:
+        raise SchemaError(f"{where}: the split has no rows; check the split rule (ratios, time cut, split column)")
+    for task in schema.tasks:
+        if task.kind != "binary":
+            continue
+        y = table.labels[task.name]
+        if task.name in table.masks:
+            y = y[table.masks[task.name]]
+        values = torch.unique(y).tolist()
+        if len(values) < 2:
+            what = f"only label {values[0]:g}" if values else "no labelled row"
+            raise SchemaError(
+                f"{where}: binary task {task.name!r} has {what} ({len(y)} labelled rows), so its AUC is undefined; "
+                f"use a larger split or another split rule"
+            )
+
+
 class TabularDataModule(L.LightningDataModule):
     """Splits of a :class:`RawDataset` as :class:`TensorTable` s.
 
     The preprocessor is fit on the training split only; validation and test are transformed with
     it (unseen categories -> OOV). Training batches follow a seeded per-epoch permutation.
+    :attr:`schema` is the *fitted* schema (e.g. multilabel tags learned from training).
     """
 
     def __init__(self, raw: RawDataset, batch_size: int = 1024, eval_batch_size: int = 16384, seed: int = 0):
@@ -38,9 +61,13 @@ class TabularDataModule(L.LightningDataModule):
     def setup(self, stage: str | None = None) -> None:
         if self.tables:
             return
-        self.preprocessor.fit(self.raw.splits["train"], split=f"{self.raw.name}/train")
+        self.preprocessor.fit(self.raw.splits["train"], split=self.raw.where("train"))
+        self.schema = self.preprocessor.fitted_schema
+        tables = {}
         for split in SPLITS:
-            self.tables[split] = self.preprocessor.transform(self.raw.splits[split], split=f"{self.raw.name}/{split}")
+            tables[split] = self.preprocessor.transform(self.raw.splits[split], split=self.raw.where(split))
+            check_split(tables[split], self.schema, self.raw.where(split))
+        self.tables = tables
 
     def save_preprocessing(self, run_dir: str | Path) -> None:
         """``schema.json`` + ``preprocessor.json``: what a trained run needs to score new data."""
@@ -51,12 +78,12 @@ class TabularDataModule(L.LightningDataModule):
         self.setup()
         return self.tables["train"].labelled_counts()
 
-    def transfer_batch_to_device(self, batch: dict, device, dataloader_idx: int) -> dict:
-        # Batches are gathered from CPU tensors: walking the dict to "move" them to the CPU costs
-        # time on every step for nothing, so only a real device gets Lightning's transfer.
+    def transfer_batch_to_device(self, batch: Batch, device, dataloader_idx: int) -> Batch:
+        # Batches are gathered from CPU tensors: "moving" them to the CPU costs time on every
+        # step for nothing, so only a real device gets the transfer.
         if device.type == "cpu":
             return batch
-        return super().transfer_batch_to_device(batch, device, dataloader_idx)
+        return batch.to(device, non_blocking=True)
 
     def _loader(self, split: str, batch_size: int, shuffle: bool) -> DataLoader:
         table = self.tables[split]

@@ -1,9 +1,9 @@
-"""Turns raw frames into :class:`TensorTable` s, with statistics fit on the training split only.
+"""Turns raw frames into :class:`TensorTable` s, with every statistic fit on the training split only.
 
-Vocabularies (categoricals) and mean/std (numerics) come from the training split; validation,
-test and tomorrow's data are transformed with those, and a category never seen in training maps
-to the out-of-vocabulary id 0 of its field. The fitted state is plain JSON, saved with each run,
-so a trained model can score new files.
+The preprocessing is a set of column transformers (one per fused kind, one per token-bag or other
+per-feature kind; see :mod:`mtlrec.data.columns`) and a label encoder per task (see
+:mod:`mtlrec.data.labels`). Validation, test and tomorrow's data are transformed with the training
+state. The fitted state is plain JSON, saved with each run, so a trained model can score new files.
 """
 
 from __future__ import annotations
@@ -17,64 +17,71 @@ import numpy as np
 import pandas as pd
 import torch
 
+from mtlrec.data.columns import TRANSFORMERS, ColumnTransformer, transformer_class
+from mtlrec.data.columns.categorical import MISSING, OOV, category_keys  # noqa: F401  (re-exported)
+from mtlrec.data.labels import LabelEncoder, label_encoder
 from mtlrec.data.schema import Schema, SchemaError, TaskSpec
 from mtlrec.data.table import TensorTable
 from mtlrec.training.results import write_json_atomic
 
-OOV = 0  # id 0 of every field is "not seen in training"
-MISSING = "<missing>"  # a missing categorical value is a category of its own
+STATE_FORMAT = 2
 
 
-def category_keys(values: pd.Series) -> pd.Series:
-    """Categorical values as stable string keys.
-
-    An integer-coded column that has a gap in one split is float there (1 -> 1.0): keys are made
-    from the integer form so "1" in training still matches that split's "1.0".
-    """
-    if pd.api.types.is_float_dtype(values):
-        present = values.dropna()
-        if len(present) and bool((present == np.round(present)).all()):
-            values = values.astype("Int64")
-    keys = values.astype(str)
-    return keys.where(values.notna(), MISSING)
-
-
-def _signed_log1p(x: np.ndarray) -> np.ndarray:
-    return np.sign(x) * np.log1p(np.abs(x))
+def build_transformers(schema: Schema) -> dict[str, ColumnTransformer]:
+    """Batch key -> transformer, ordered by kind (as registered: categorical, numeric, multi-hot,
+    text) then by the schema's feature order, so the encoder's output layout does not depend on
+    how a dataset interleaves its columns. A feature named like a fused kind would collide."""
+    transformers: dict[str, ColumnTransformer] = {}
+    rank = {kind: i for i, kind in enumerate(TRANSFORMERS)}
+    for spec in sorted(schema.features, key=lambda f: rank.get(f.kind, len(rank))):
+        cls = transformer_class(spec.kind, spec.name)
+        if cls.fused:
+            if cls.kind not in transformers:
+                transformers[cls.kind] = cls(schema.of_kind(cls.kind))
+            continue
+        transformers[spec.name] = cls([spec])
+    fused = {k for k, t in transformers.items() if t.fused}
+    clash = sorted(fused & {f.name for f in schema.features if not transformer_class(f.kind).fused})
+    if clash:
+        raise SchemaError(
+            f"feature(s) {clash}: the name is also the batch key of all {clash[0]} features; rename the column "
+            f"(the tabular reader's rename option)"
+        )
+    return transformers
 
 
 class Preprocessor:
-    """Fit on the training frame, then transform any frame with the same columns."""
+    """Fit on the training frame, then transform any frame with the same columns.
 
-    def __init__(self, schema: Schema, min_count: int = 1):
+    ``schema`` is the declared schema; after :meth:`fit`, :attr:`fitted_schema` also holds what
+    training decided (a multilabel task's tags), and is the one saved with a run.
+    """
+
+    def __init__(self, schema: Schema):
         self.schema = schema
-        self.min_count = min_count
-        self.vocabularies: dict[str, list[str]] = {}
-        self.numeric_stats: dict[str, tuple[float, float]] = {}
+        self.transformers = build_transformers(schema)
+        self.label_encoders: dict[str, LabelEncoder] = {t.name: label_encoder(t) for t in schema.tasks}
+        self.fitted = False
 
     # -- fitting ---------------------------------------------------------------------------
     def fit(self, train: pd.DataFrame, split: str = "train") -> "Preprocessor":
-        self._require_columns(train, [f.name for f in self.schema.features], split)
-        for f in self.schema.categorical:
-            counts = category_keys(train[f.name]).value_counts()
-            kept = counts[counts >= self.min_count].index
-            self.vocabularies[f.name] = sorted(map(str, kept))
-        for f in self.schema.numeric:
-            values = self._numeric_values(train, f.name, f.log1p)
-            mean, std = float(np.nanmean(values)), float(np.nanstd(values))
-            self.numeric_stats[f.name] = (mean, std if std > 0 else 1.0)
+        self._require_columns(train, [f.name for f in self.schema.features] + [t.label for t in self.schema.tasks], split)
+        for transformer in self.transformers.values():
+            transformer.fit(train, split)
+        for task in self.schema.tasks:
+            self.label_encoders[task.name].fit(self._in_sample_space(train, task, split), split)
+        self.fitted = True
         return self
 
     @property
-    def fitted(self) -> bool:
-        return len(self.vocabularies) == len(self.schema.categorical) and len(self.numeric_stats) == len(
-            self.schema.numeric
-        )
+    def fitted_schema(self) -> Schema:
+        return self.schema.with_fitted_tasks({t: enc.fitted_task() for t, enc in self.label_encoders.items()})
 
     @property
     def field_sizes(self) -> list[int]:
-        """Ids per categorical field, OOV included, in schema order."""
-        return [len(self.vocabularies[f.name]) + 1 for f in self.schema.categorical]
+        """Ids per categorical field, OOV included, in schema order ([] without categoricals)."""
+        cat = self.transformers.get("categorical")
+        return cat.field_sizes if cat is not None else []
 
     # -- transforming ----------------------------------------------------------------------
     def transform(self, frame: pd.DataFrame, split: str = "data", with_labels: bool = True) -> TensorTable:
@@ -82,72 +89,41 @@ class Preprocessor:
         if not self.fitted:
             raise RuntimeError("Preprocessor.transform called before fit (or load)")
         self._require_columns(frame, [f.name for f in self.schema.features], split)
-        n = len(frame)
-        offsets = np.cumsum([0] + self.field_sizes[:-1])
-        cat = np.empty((n, len(self.schema.categorical)), dtype=np.int64)
-        for j, f in enumerate(self.schema.categorical):
-            codes = pd.Categorical(category_keys(frame[f.name]), categories=self.vocabularies[f.name]).codes
-            cat[:, j] = codes.astype(np.int64) + 1 + offsets[j]  # unseen -> -1 -> OOV (0)
-        num = np.empty((n, len(self.schema.numeric)), dtype=np.float32)
-        for j, f in enumerate(self.schema.numeric):
-            mean, std = self.numeric_stats[f.name]
-            values = (self._numeric_values(frame, f.name, f.log1p) - mean) / std
-            num[:, j] = np.nan_to_num(values, nan=0.0)  # missing -> the training mean
+        features = {key: t.transform(frame, split) for key, t in self.transformers.items()}
         labels, masks = {}, {}
         if with_labels:
             for task in self.schema.tasks:
                 labels[task.name], mask = self._labels(frame, task, split)
                 if mask is not None:
                     masks[task.name] = mask
-        return TensorTable(torch.from_numpy(cat), torch.from_numpy(num), labels, masks)
+        return TensorTable(features, labels, masks, num_rows=len(frame))
+
+    def _mask(self, frame: pd.DataFrame, task: TaskSpec, split: str) -> np.ndarray | None:
+        if not task.mask:
+            return None
+        self._require_columns(frame, [task.mask], split)
+        m = frame[task.mask].to_numpy(dtype=np.float64, na_value=np.nan)
+        if np.isnan(m).any() or not np.isin(m, (0.0, 1.0)).all():
+            raise SchemaError(f"{split}: mask column {task.mask!r} of task {task.name!r} must be 0/1 without gaps")
+        return m.astype(bool)
+
+    def _in_sample_space(self, frame: pd.DataFrame, task: TaskSpec, split: str) -> pd.Series:
+        mask = self._mask(frame, task, split)
+        values = frame[task.label]
+        return values if mask is None else values[mask]
 
     def _labels(self, frame: pd.DataFrame, task: TaskSpec, split: str) -> tuple[torch.Tensor, torch.Tensor | None]:
-        columns = [task.label] + ([task.mask] if task.mask else [])
-        self._require_columns(frame, columns, split)
-        y = frame[task.label].to_numpy(dtype=np.float64, na_value=np.nan)
-        mask = None
-        if task.mask:
-            m = frame[task.mask].to_numpy(dtype=np.float64, na_value=np.nan)
-            if np.isnan(m).any() or not np.isin(m, (0.0, 1.0)).all():
-                raise SchemaError(f"{split}: mask column {task.mask!r} of task {task.name!r} must be 0/1 without gaps")
-            mask = m.astype(bool)
-            y = np.where(mask, y, 0.0)
-        bad = np.isnan(y)
-        if bad.any():
-            first = int(np.flatnonzero(bad)[0])
-            raise SchemaError(
-                f"{split}: label column {task.label!r} (task {task.name!r}) has {int(bad.sum())} missing value(s), "
-                f"first at row {first}; drop those rows or declare a mask column for the task"
-            )
-        if task.kind == "binary" and not np.isin(y, (0.0, 1.0)).all():
-            bad_rows = np.flatnonzero(~np.isin(y, (0.0, 1.0)))
-            raise SchemaError(
-                f"{split}: binary task {task.name!r} needs 0/1 labels in column {task.label!r}; found "
-                f"{sorted(set(y[bad_rows[:5]].tolist()))} (first at row {int(bad_rows[0])})"
-            )
-        if task.kind == "multiclass":
-            if not ((y >= 0) & (y < task.num_classes) & (y == np.round(y))).all():
-                raise SchemaError(
-                    f"{split}: multiclass task {task.name!r} needs integer labels in [0, {task.num_classes}) "
-                    f"in column {task.label!r}"
-                )
-            return torch.from_numpy(y.astype(np.int64)), None if mask is None else torch.from_numpy(mask)
-        out = torch.from_numpy(y.astype(np.float32))
-        return out, None if mask is None else torch.from_numpy(mask)
-
-    @staticmethod
-    def _numeric_values(frame: pd.DataFrame, column: str, log1p: bool) -> np.ndarray:
-        try:
-            values = pd.to_numeric(frame[column], errors="raise").to_numpy(dtype=np.float64, na_value=np.nan)
-        except (ValueError, TypeError) as err:
-            raise SchemaError(f"numeric feature {column!r} holds non-numeric values ({err}); declare it categorical") from err
-        if np.isinf(values).any():
-            row = int(np.flatnonzero(np.isinf(values))[0])
-            raise SchemaError(
-                f"numeric feature {column!r} holds an infinite value (first at row {row}); "
-                f"clean it or mark it missing (NaN is imputed with the training mean)"
-            )
-        return _signed_log1p(values) if log1p else values
+        """Labels of the task's sample space; rows outside it hold zeros (never read: the mask
+        keeps them out of the loss and the metrics)."""
+        self._require_columns(frame, [task.label], split)
+        mask = self._mask(frame, task, split)
+        encoder = self.label_encoders[task.name]
+        if mask is None:
+            return encoder.transform(frame[task.label], split), None
+        inside = encoder.transform(frame[task.label][mask], split)
+        full = torch.zeros((len(frame), *inside.shape[1:]), dtype=inside.dtype)
+        full[torch.from_numpy(mask)] = inside
+        return full, torch.from_numpy(mask)
 
     @staticmethod
     def _require_columns(frame: pd.DataFrame, columns: list[str], split: str) -> None:
@@ -163,9 +139,10 @@ class Preprocessor:
     # -- persistence -----------------------------------------------------------------------
     def state_dict(self) -> dict[str, Any]:
         return {
-            "min_count": self.min_count,
-            "vocabularies": self.vocabularies,
-            "numeric_stats": {k: list(v) for k, v in self.numeric_stats.items()},
+            "format": STATE_FORMAT,
+            "columns": {k: {"kind": t.kind, "features": t.columns, "state": t.state_dict()}
+                        for k, t in self.transformers.items()},
+            "labels": {task: enc.state_dict() for task, enc in self.label_encoders.items()},
         }
 
     def save(self, path: str | os.PathLike) -> None:
@@ -174,15 +151,22 @@ class Preprocessor:
     @classmethod
     def load(cls, path: str | os.PathLike, schema: Schema) -> "Preprocessor":
         state = json.loads(Path(path).read_text())
-        pre = cls(schema, min_count=state["min_count"])
-        pre.vocabularies = state["vocabularies"]
-        pre.numeric_stats = {k: (float(v[0]), float(v[1])) for k, v in state["numeric_stats"].items()}
-        expected = ({f.name for f in schema.categorical}, {f.name for f in schema.numeric})
-        saved = (set(pre.vocabularies), set(pre.numeric_stats))
-        if saved != expected:
+        if state.get("format") != STATE_FORMAT:
             raise SchemaError(
-                f"{path}: saved preprocessing is for categorical {sorted(saved[0])} / numeric {sorted(saved[1])}, "
-                f"but the schema has categorical {sorted(expected[0])} / numeric {sorted(expected[1])}; "
-                f"use the schema the run was trained with"
+                f"{path}: preprocessing saved by an older mtlrec (format {state.get('format', 1)}, this one reads "
+                f"{STATE_FORMAT}); retrain the run with this version to score with it"
             )
+        pre = cls(schema)
+        saved = {k: (c["kind"], list(c["features"])) for k, c in state["columns"].items()}
+        expected = {k: (t.kind, t.columns) for k, t in pre.transformers.items()}
+        if saved != expected or set(state["labels"]) != set(pre.label_encoders):
+            raise SchemaError(
+                f"{path}: saved preprocessing is for inputs {saved} and tasks {sorted(state['labels'])}, but the "
+                f"schema has {expected} and {sorted(pre.label_encoders)}; use the schema the run was trained with"
+            )
+        for key, transformer in pre.transformers.items():
+            transformer.load_state_dict(state["columns"][key]["state"])
+        for task, enc in pre.label_encoders.items():
+            enc.load_state_dict(state["labels"][task])
+        pre.fitted = True
         return pre

@@ -6,7 +6,7 @@ preprocessing (that is fit on the training split only, by :mod:`mtlrec.data.prep
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import pandas as pd
 
@@ -17,13 +17,23 @@ SPLITS = ("train", "val", "test")
 
 @dataclass
 class RawDataset:
-    """A schema and one DataFrame per split (``train``, ``val``, ``test``)."""
+    """A schema and one DataFrame per split (``train``, ``val``, ``test``).
+
+    ``sources`` optionally names where each split came from (a file, a split rule), so an error
+    about a split's rows names the file the user has to fix.
+    """
 
     schema: Schema
     splits: dict[str, pd.DataFrame]
     name: str = "dataset"
+    sources: dict[str, str] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         missing = [s for s in SPLITS if s not in self.splits]
         if missing:
             raise ValueError(f"dataset {self.name!r} lacks the split(s) {missing}; a builder must return {SPLITS}")
+
+    def where(self, split: str) -> str:
+        """How errors name a split: its source when known, else ``dataset/split``."""
+        source = self.sources.get(split)
+        return f"{self.name}/{split} ({source})" if source else f"{self.name}/{split}"

@@ -1,17 +1,22 @@
 """The declarative description of a dataset: which columns are features, which are tasks.
 
-Every dataset (built-in or user-declared) produces the same :class:`Schema`, so architectures,
+Every dataset (built-in or declared in YAML) produces the same :class:`Schema`, so architectures,
 losses and metrics never look at a dataset's raw columns. The leakage guard lives here: a task's
-label column, its mask column, or a column the dataset declares excluded can never be a feature.
+label column, its mask column, the raw column a derived label was computed from, or a column the
+dataset declares excluded can never be a feature.
+
+Feature kinds are open: a kind is a name registered by its column transformer
+(:mod:`mtlrec.data.columns`), which also validates the kind's options. Nothing here lists kinds.
 """
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
-from typing import Literal
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, field, replace
+from typing import Any, Literal
 
-FeatureKind = Literal["categorical", "numeric"]
-TaskKindName = Literal["binary", "multiclass", "regression"]
+TaskKindName = Literal["binary", "multiclass", "multilabel", "regression"]
+TASK_KINDS = ("binary", "multiclass", "multilabel", "regression")
 
 
 class SchemaError(ValueError):
@@ -20,21 +25,19 @@ class SchemaError(ValueError):
 
 @dataclass(frozen=True)
 class FeatureSpec:
-    """One input column.
-
-    ``log1p`` applies ``sign(x)·log(1+|x|)`` before standardisation: heavy-tailed money columns
-    (capital gains, dividends) otherwise squash every other value into one bin.
-    """
+    """One input column: its name, its kind (``categorical``, ``numeric``, ``multi_hot``,
+    ``text``, …) and the kind's options (e.g. ``{"log1p": True}`` for a heavy-tailed numeric,
+    ``{"separator": "|"}`` for a tag list). The kind's transformer checks the options."""
 
     name: str
-    kind: FeatureKind
-    log1p: bool = False
+    kind: str
+    options: Mapping[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
-        if self.kind not in ("categorical", "numeric"):
-            raise SchemaError(
-                f"feature {self.name!r}: kind {self.kind!r} is not supported; use 'categorical' or 'numeric'"
-            )
+        from mtlrec.data.columns import transformer_class  # the registry of kinds
+
+        object.__setattr__(self, "options", dict(self.options))
+        transformer_class(self.kind, feature=self.name).check_options(self.name, self.options)
 
 
 @dataclass(frozen=True)
@@ -42,7 +45,11 @@ class TaskSpec:
     """One prediction target.
 
     ``mask`` names a 0/1 column restricting the task's loss and metrics to its own sample space
-    (e.g. conversion only where click = 1). ``num_classes`` is required for multiclass tasks.
+    (e.g. conversion only where click = 1). ``classes``: the class names of a multiclass task
+    (labels are matched by value, so a label outside them is an error) or the tags of a multilabel
+    task (when omitted, the tags are the ones seen in training). A multiclass task without
+    ``classes`` takes integer labels in ``[0, num_classes)``. ``separator`` splits a multilabel
+    cell into tags (an empty cell means "no tag"). ``source``: the raw column a derived label was computed from (never a feature).
     """
 
     name: str
@@ -51,19 +58,42 @@ class TaskSpec:
     num_classes: int | None = None
     mask: str | None = None
     output_dim: int = 1  # >1 only for vector regression (e.g. the GradNorm toy)
+    classes: tuple[str, ...] | None = None
+    separator: str = "|"
+    source: str | None = None
 
     def __post_init__(self) -> None:
-        if self.kind not in ("binary", "multiclass", "regression"):
+        if self.kind not in TASK_KINDS:
             raise SchemaError(
-                f"task {self.name!r}: kind {self.kind!r} is not supported; use binary, multiclass or regression"
+                f"task {self.name!r}: kind {self.kind!r} is not supported; use one of {', '.join(TASK_KINDS)}"
             )
+        if self.classes is not None:
+            classes = tuple(str(c) for c in self.classes)
+            if len(set(classes)) != len(classes):
+                raise SchemaError(f"task {self.name!r}: classes listed twice in {list(classes)}")
+            if self.num_classes is not None and self.num_classes != len(classes):
+                raise SchemaError(
+                    f"task {self.name!r}: num_classes={self.num_classes} but {len(classes)} classes are listed; "
+                    f"give one of the two"
+                )
+            object.__setattr__(self, "classes", classes)
+            object.__setattr__(self, "num_classes", len(classes))
         if self.kind == "multiclass" and (self.num_classes is None or self.num_classes < 2):
-            raise SchemaError(f"task {self.name!r}: a multiclass task needs num_classes >= 2")
+            raise SchemaError(f"task {self.name!r}: a multiclass task needs classes (or num_classes) with >= 2 entries")
+        if self.kind == "multilabel" and self.classes is not None and len(self.classes) < 1:
+            raise SchemaError(f"task {self.name!r}: a multilabel task needs at least one tag in classes")
+        if self.kind not in ("multiclass", "multilabel") and self.classes is not None:
+            raise SchemaError(f"task {self.name!r}: classes only apply to multiclass and multilabel tasks")
 
     @property
     def logit_dim(self) -> int:
-        """Width of the task head's output."""
-        return self.num_classes if self.kind == "multiclass" else self.output_dim
+        """Width of the task head's output (a multilabel task's tags must be known: see
+        :meth:`Schema.with_fitted_tasks`)."""
+        if self.kind in ("multiclass", "multilabel"):
+            if self.num_classes is None:
+                raise SchemaError(f"task {self.name!r}: its tags are not known until the preprocessing is fit")
+            return self.num_classes
+        return self.output_dim
 
 
 @dataclass(frozen=True)
@@ -86,13 +116,16 @@ class Schema:
     def task_names(self) -> list[str]:
         return [t.name for t in self.tasks]
 
+    def of_kind(self, kind: str) -> list[FeatureSpec]:
+        return [f for f in self.features if f.kind == kind]
+
     @property
     def categorical(self) -> list[FeatureSpec]:
-        return [f for f in self.features if f.kind == "categorical"]
+        return self.of_kind("categorical")
 
     @property
     def numeric(self) -> list[FeatureSpec]:
-        return [f for f in self.features if f.kind == "numeric"]
+        return self.of_kind("numeric")
 
     def task(self, name: str) -> TaskSpec:
         for t in self.tasks:
@@ -100,11 +133,18 @@ class Schema:
                 return t
         raise SchemaError(f"unknown task {name!r}; tasks are {self.task_names}")
 
+    def with_fitted_tasks(self, tasks: Mapping[str, TaskSpec]) -> "Schema":
+        """The same schema with some tasks replaced by their fitted form (e.g. tags learned from
+        training); the fitted schema is what a run saves and what architectures are built from."""
+        return replace(self, tasks=tuple(tasks.get(t.name, t) for t in self.tasks))
+
     @property
     def forbidden_feature_columns(self) -> dict[str, str]:
-        """Column -> why it may not be a feature (labels, masks, declared exclusions)."""
+        """Column -> why it may not be a feature (labels, masks, label sources, declared exclusions)."""
         why: dict[str, str] = {c: "declared excluded by the dataset" for c in self.excluded}
         for t in self.tasks:
+            if t.source:
+                why[t.source] = f"column the label of task {t.name!r} is derived from"
             why[t.label] = f"label of task {t.name!r}"
             if t.mask:
                 why[t.mask] = f"sample mask of task {t.name!r}"
@@ -117,9 +157,22 @@ class Schema:
 
     @classmethod
     def from_dict(cls, data: dict) -> "Schema":
+        def feature(f: dict) -> FeatureSpec:
+            f = dict(f)
+            options = dict(f.pop("options", {}) or {})
+            if f.pop("log1p", False):  # schema.json written before feature options existed
+                options["log1p"] = True
+            return FeatureSpec(f["name"], f["kind"], options)
+
+        def task(t: dict) -> TaskSpec:
+            t = dict(t)
+            if t.get("classes") is not None:
+                t["classes"] = tuple(t["classes"])
+            return TaskSpec(**t)
+
         return cls(
-            features=tuple(FeatureSpec(**f) for f in data["features"]),
-            tasks=tuple(TaskSpec(**t) for t in data["tasks"]),
+            features=tuple(feature(f) for f in data["features"]),
+            tasks=tuple(task(t) for t in data["tasks"]),
             main_task=data["main_task"],
             excluded=tuple(data.get("excluded", ())),
         )

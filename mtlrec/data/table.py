@@ -1,9 +1,10 @@
 """Columnar tensors for one split, and batches taken by index.
 
-A split is a handful of tensors (all categoricals as one int64 matrix of global ids, all numerics as
-one float matrix, one label tensor and optional mask per task). A batch is ``table[index_tensor]``:
-one gather per tensor, no per-sample ``__getitem__`` and no collate. :class:`IndexBatchSampler`
-yields those index tensors from a seeded permutation, so a plain
+A split is a handful of tensors: one per input group (all categoricals as one int64 matrix of
+global ids, all numerics as one float matrix, one padded token matrix per token-bag feature), one
+label tensor and optional mask per task. A batch is ``table[index_tensor]``: one gather per
+tensor, no per-sample ``__getitem__`` and no collate. :class:`IndexBatchSampler` yields those
+index tensors from a seeded permutation, so a plain
 ``DataLoader(table, sampler=IndexBatchSampler(...), batch_size=None)`` hands out whole batches.
 """
 
@@ -16,35 +17,56 @@ import torch
 from torch import Tensor
 from torch.utils.data import Sampler
 
-Batch = dict[str, "Tensor | dict[str, Tensor]"]
+
+@dataclass
+class Batch:
+    """Rows of one split: ``features`` by input name (the encoder's keys), ``labels`` and
+    ``masks`` by task. ``to(device)`` makes it a Lightning-transferable type."""
+
+    features: dict[str, Tensor]
+    labels: dict[str, Tensor] = field(default_factory=dict)
+    masks: dict[str, Tensor] = field(default_factory=dict)
+    num_rows: int = 0
+
+    def __len__(self) -> int:
+        return self.num_rows
+
+    def to(self, device: torch.device | str, non_blocking: bool = False) -> "Batch":
+        move = lambda d: {k: v.to(device, non_blocking=non_blocking) for k, v in d.items()}  # noqa: E731
+        return Batch(move(self.features), move(self.labels), move(self.masks), self.num_rows)
 
 
 @dataclass
 class TensorTable:
     """One split as column-group tensors (rows aligned across all of them)."""
 
-    categorical: Tensor  # [N, F_cat] int64 ids into one fused embedding table
-    numeric: Tensor  # [N, F_num] float32, standardised
-    labels: dict[str, Tensor]  # task -> [N] or [N, D]; float32 (binary/regression) or int64 (multiclass)
+    features: dict[str, Tensor]  # input name -> [N, ...]
+    labels: dict[str, Tensor]  # task -> [N] or [N, D]; float32 (binary/multilabel/regression) or int64 (multiclass)
     masks: dict[str, Tensor] = field(default_factory=dict)  # task -> [N] bool, only for masked tasks
+    num_rows: int | None = None
 
     def __post_init__(self) -> None:
-        n = self.categorical.shape[0]
-        for name, t in {"numeric": self.numeric, **self.labels, **self.masks}.items():
-            if t.shape[0] != n:
-                raise ValueError(f"column group {name!r} has {t.shape[0]} rows, expected {n}")
+        groups = {**self.features, **self.labels, **self.masks}
+        if self.num_rows is None:
+            if not groups:
+                raise ValueError("a table needs at least one tensor (or num_rows)")
+            self.num_rows = next(iter(groups.values())).shape[0]
+        for name, t in groups.items():
+            if t.shape[0] != self.num_rows:
+                raise ValueError(f"column group {name!r} has {t.shape[0]} rows, expected {self.num_rows}")
 
     def __len__(self) -> int:
-        return self.categorical.shape[0]
+        return int(self.num_rows)
 
-    def __getitem__(self, index: Tensor) -> Batch:
+    def __getitem__(self, index: Tensor | slice) -> Batch:
         """The rows at ``index`` (a 1-D int64 tensor or a slice) as one batch."""
-        return {
-            "categorical": self.categorical[index],
-            "numeric": self.numeric[index],
-            "labels": {k: v[index] for k, v in self.labels.items()},
-            "masks": {k: v[index] for k, v in self.masks.items()},
-        }
+        rows = len(range(*index.indices(len(self)))) if isinstance(index, slice) else int(index.shape[0])
+        return Batch(
+            {k: v[index] for k, v in self.features.items()},
+            {k: v[index] for k, v in self.labels.items()},
+            {k: v[index] for k, v in self.masks.items()},
+            rows,
+        )
 
     def labelled_counts(self) -> dict[str, int]:
         """Per task, how many rows carry a label (its sample space)."""

@@ -14,8 +14,9 @@ from dataclasses import dataclass, field
 from torch import Tensor, nn
 
 from mtlrec.data.schema import Schema
-from mtlrec.models.blocks.embedding import FeatureEmbedding
+from mtlrec.data.table import Batch
 from mtlrec.models.blocks.mlp import Tower
+from mtlrec.models.inputs.encoder import InputEncoder
 from mtlrec.weighting.base import SharedModel
 
 
@@ -29,17 +30,18 @@ class TaskOutputs:
 
 
 class Architecture(nn.Module, ABC):
-    """Base class. Subclasses build their layers in ``__init__`` and implement three methods."""
+    """Base class. Subclasses build their layers in ``__init__`` and implement three methods.
 
-    def __init__(self, schema: Schema, field_sizes: Sequence[int]):
+    The input encoder is injected: it maps a batch to ``[B, encoder.output_dim]``, whatever the
+    feature kinds are, so an architecture is only the part above the inputs. The schema gives the
+    tasks and their head widths (the *fitted* schema: a multilabel task's tags are known).
+    """
+
+    def __init__(self, schema: Schema, encoder: InputEncoder):
         super().__init__()
         self.task_names = schema.task_names
         self.logit_dims = {t.name: t.logit_dim for t in schema.tasks}
-        self._field_sizes = list(field_sizes)
-        self._num_numeric = len(schema.numeric)
-
-    def make_embedding(self, embedding_dim: int) -> FeatureEmbedding:
-        return FeatureEmbedding(self._field_sizes, self._num_numeric, embedding_dim)
+        self.input_dim = encoder.output_dim
 
     def make_towers(self, in_dim: int, units: Sequence[int], dropout: float = 0.0) -> nn.ModuleDict:
         return nn.ModuleDict({t: Tower(in_dim, units, self.logit_dims[t], dropout) for t in self.task_names})
@@ -50,7 +52,7 @@ class Architecture(nn.Module, ABC):
         return TaskOutputs(squeezed, gates or {})
 
     @abstractmethod
-    def forward(self, batch: dict) -> TaskOutputs: ...
+    def forward(self, batch: Batch) -> TaskOutputs: ...
 
     @abstractmethod
     def task_specific_modules(self) -> list[nn.Module]:

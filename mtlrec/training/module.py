@@ -18,6 +18,7 @@ from lightning.pytorch.trainer.states import TrainerFn
 from torch import Tensor, nn
 
 from mtlrec.data.schema import Schema
+from mtlrec.data.table import Batch
 from mtlrec.models.base import Architecture, TaskOutputs
 from mtlrec.training.objectives import objective_for
 from mtlrec.weighting.base import Weighting
@@ -82,11 +83,11 @@ class MultiTaskModule(L.LightningModule):
             monitors[task] = (f"val/{task}/{metric}", mode)
         return monitors, keys
 
-    def forward(self, batch: dict) -> TaskOutputs:
+    def forward(self, batch: Batch) -> TaskOutputs:
         return self.architecture(batch)
 
     # -- losses ------------------------------------------------------------------------------
-    def task_losses(self, outputs: TaskOutputs, batch: dict) -> dict[str, Tensor]:
+    def task_losses(self, outputs: TaskOutputs, batch: Batch) -> dict[str, Tensor]:
         """Mean loss per task over the rows in its sample space (all rows when unmasked)."""
         losses = {}
         for task, objective in self.objectives.items():
@@ -100,7 +101,7 @@ class MultiTaskModule(L.LightningModule):
         # only the architecture: a weighting's learnable weights have their own optimizer
         return self.optimizer_factory(self.architecture.parameters())
 
-    def training_step(self, batch: dict, batch_idx: int) -> None:
+    def training_step(self, batch: Batch, batch_idx: int) -> None:
         losses = self.task_losses(self(batch), batch)
         optimizer = self.optimizers()
         optimizer.zero_grad(set_to_none=True)
@@ -144,7 +145,7 @@ class MultiTaskModule(L.LightningModule):
         self.loss_history = list(history.get("losses", []))
 
     # -- evaluation --------------------------------------------------------------------------
-    def _update_metrics(self, split: str, batch: dict) -> None:
+    def _update_metrics(self, split: str, batch: Batch) -> None:
         outputs = self(batch)
         for task, objective in self.objectives.items():
             logits, target = _in_sample_space(outputs, batch, task)
@@ -154,29 +155,29 @@ class MultiTaskModule(L.LightningModule):
     def _log_metrics(self, split: str) -> None:
         values = {}
         for task, collection in self.metrics[split].items():
-            for name, metric in collection.items():
-                if metric.update_count:
-                    values[f"{split}/{task}/{name}"] = metric.compute()
+            for name, value in self.objectives[task].compute(dict(collection)).items():
+                values[f"{split}/{task}/{name}"] = value
+            for metric in collection.values():
                 metric.reset()
         self.log_dict(values)
 
-    def validation_step(self, batch: dict, batch_idx: int) -> None:
+    def validation_step(self, batch: Batch, batch_idx: int) -> None:
         self._update_metrics("val", batch)
 
     def on_validation_epoch_end(self) -> None:
         self._log_metrics("val")
 
-    def test_step(self, batch: dict, batch_idx: int) -> None:
+    def test_step(self, batch: Batch, batch_idx: int) -> None:
         self._update_metrics("test", batch)
 
     def on_test_epoch_end(self) -> None:
         self._log_metrics("test")
 
 
-def _in_sample_space(outputs: TaskOutputs, batch: dict, task: str) -> tuple[Tensor, Tensor]:
+def _in_sample_space(outputs: TaskOutputs, batch: Batch, task: str) -> tuple[Tensor, Tensor]:
     """The task's logits and labels on the rows of its sample space (its mask; all rows if none)."""
-    logits, target = outputs.logits[task], batch["labels"][task]
-    mask = batch["masks"].get(task)
+    logits, target = outputs.logits[task], batch.labels[task]
+    mask = batch.masks.get(task)
     if mask is None:
         return logits, target
     return logits[mask], target[mask]

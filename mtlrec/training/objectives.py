@@ -13,7 +13,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 from torchmetrics import MeanMetric, MeanSquaredError, Metric
-from torchmetrics.classification import BinaryAUROC, MulticlassAccuracy
+from torchmetrics.classification import BinaryAUROC, MulticlassAccuracy, MultilabelAUROC
 
 from mtlrec.data.schema import TaskSpec
 
@@ -41,6 +41,10 @@ class Objective(ABC):
 
     @abstractmethod
     def update(self, metrics: dict[str, Metric], logits: Tensor, target: Tensor) -> None: ...
+
+    def compute(self, metrics: dict[str, Metric]) -> dict[str, Tensor]:
+        """Metric name -> scalar, for the metrics that saw at least one batch."""
+        return {name: m.compute() for name, m in metrics.items() if m.update_count}
 
 
 class BinaryObjective(Objective):
@@ -77,6 +81,45 @@ class MulticlassObjective(Objective):
         metrics["logloss"].update(self.per_sample_loss(logits, target))
 
 
+class MultilabelObjective(Objective):
+    """One sigmoid per tag: BCE with logits averaged over tags, AUC per tag and pooled.
+
+    ``auc_macro`` (the mean of per-tag AUCs, each tag counting equally) selects the model, since
+    frequent tags would otherwise dominate; ``auc_micro`` pools every (row, tag) pair, and
+    ``auc/<tag>`` gives each tag's own AUC.
+    """
+
+    selection = ("auc_macro", "max")
+
+    def predict(self, logits: Tensor) -> Tensor:
+        return torch.sigmoid(logits)
+
+    def per_sample_loss(self, logits: Tensor, target: Tensor) -> Tensor:
+        return F.binary_cross_entropy_with_logits(logits, target, reduction="none").mean(dim=-1)
+
+    def metrics(self) -> dict[str, Metric]:
+        n = self.task.num_classes
+        return {
+            "auc_macro": MultilabelAUROC(n, average="macro"),
+            "auc_micro": MultilabelAUROC(n, average="micro"),
+            "auc_per_tag": MultilabelAUROC(n, average="none"),
+            "logloss": MeanMetric(),
+        }
+
+    def update(self, metrics, logits, target) -> None:
+        probs, labels = torch.sigmoid(logits), target.long()
+        for name in ("auc_macro", "auc_micro", "auc_per_tag"):
+            metrics[name].update(probs, labels)
+        metrics["logloss"].update(self.per_sample_loss(logits, target))
+
+    def compute(self, metrics) -> dict[str, Tensor]:
+        values = super().compute(metrics)
+        per_tag = values.pop("auc_per_tag", None)
+        if per_tag is not None:
+            values.update({f"auc/{tag}": v for tag, v in zip(self.task.classes, per_tag)})
+        return values
+
+
 class RegressionObjective(Objective):
     selection = ("mse", "min")
 
@@ -94,6 +137,7 @@ class RegressionObjective(Objective):
 OBJECTIVES: dict[str, type[Objective]] = {
     "binary": BinaryObjective,
     "multiclass": MulticlassObjective,
+    "multilabel": MultilabelObjective,
     "regression": RegressionObjective,
 }
 

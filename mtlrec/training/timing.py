@@ -24,7 +24,7 @@ class TrainThroughput(L.Callback):
             self._started = None
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
-        self.samples += int(batch["numeric"].shape[0])
+        self.samples += len(batch)
 
     def on_validation_epoch_start(self, trainer, pl_module) -> None:
         # (trainer.training is False here, during fit's validation too: stop unconditionally;

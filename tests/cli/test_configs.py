@@ -6,9 +6,9 @@ from pathlib import Path
 
 import pytest
 from hydra import compose, initialize_config_dir
-from hydra.utils import instantiate
 
-from mtlrec.train import CONFIG_DIR, build_datamodule
+from mtlrec.build import build_architecture, build_datamodule
+from mtlrec.train import CONFIG_DIR
 
 ARCHS = sorted(p.stem for p in (Path(CONFIG_DIR) / "arch").glob("*.yaml"))
 
@@ -23,9 +23,7 @@ def test_every_arch_config_builds_on_the_synthetic_data() -> None:
     cfg = _compose("data.num_train=64", "data.num_val=16", "data.num_test=16", "data.dim=4")
     dm = build_datamodule(cfg)
     for arch in ARCHS:
-        model = instantiate(_compose(f"arch={arch}").arch, _convert_="all")(
-            schema=dm.schema, field_sizes=dm.preprocessor.field_sizes
-        )
+        model = build_architecture(_compose(f"arch={arch}"), dm.schema, dm.preprocessor)
         assert set(model(dm.tables["train"][slice(0, 8)]).logits) == {"task1", "task2"}
 
 

@@ -154,7 +154,7 @@ def test_group1_inputs_are_exactly_the_papers(g1: RawDataset) -> None:
         assert col not in names
     assert set(s.excluded) == {"income_50k", "marital_stat", "education", "instance_weight"}
     assert [f.name for f in s.numeric] == NUMERIC
-    assert {f.name for f in s.numeric if f.log1p} == MONEY
+    assert {f.name for f in s.numeric if f.options.get("log1p")} == MONEY
     cats = {f.name for f in s.categorical}
     assert {"det_ind_code", "det_occ_code", "own_or_self", "vet_benefits", "year"} <= cats
     assert len(cats) == 31

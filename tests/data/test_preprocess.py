@@ -26,7 +26,7 @@ def _fit(raw) -> Preprocessor:
 def test_vocabularies_and_field_sizes_come_from_train(tiny_raw, cats) -> None:
     COLORS, CITIES, UNSEEN_CITY = cats
     pre = _fit(tiny_raw)
-    assert pre.vocabularies == {"color": sorted(COLORS), "city": sorted(CITIES)}
+    assert pre.transformers["categorical"].vocabularies == {"color": sorted(COLORS), "city": sorted(CITIES)}
     assert pre.field_sizes == [len(COLORS) + 1, len(CITIES) + 1]  # + OOV
     assert UNSEEN_CITY in set(tiny_raw.splits["val"]["city"])
 
@@ -35,7 +35,7 @@ def test_known_categories_map_to_offset_plus_rank(tiny_raw, cats) -> None:
     COLORS, CITIES, UNSEEN_CITY = cats
     pre = _fit(tiny_raw)
     frame = tiny_raw.splits["train"].iloc[:50]
-    cat = pre.transform(frame).categorical
+    cat = pre.transform(frame).features["categorical"]
     colors, cities = sorted(COLORS), sorted(CITIES)
     expected_color = [1 + colors.index(c) for c in frame["color"]]
     expected_city = [len(COLORS) + 1 + 1 + cities.index(c) for c in frame["city"]]
@@ -48,7 +48,7 @@ def test_category_seen_only_in_val_maps_to_the_fields_oov_id(tiny_raw, cats) -> 
     COLORS, CITIES, UNSEEN_CITY = cats
     pre = _fit(tiny_raw)
     val = tiny_raw.splits["val"]
-    cat = pre.transform(val, split="val").categorical
+    cat = pre.transform(val, split="val").features["categorical"]
     unseen = torch.tensor((val["city"] == UNSEEN_CITY).to_numpy())
     assert unseen.sum() > 0
     city_offset = pre.field_sizes[0]  # the city field starts after the color field
@@ -58,7 +58,7 @@ def test_category_seen_only_in_val_maps_to_the_fields_oov_id(tiny_raw, cats) -> 
     # an unseen value in the first field maps to global id 0
     odd = val.iloc[:3].copy()
     odd["color"] = "purple"
-    assert pre.transform(odd).categorical[:, 0].tolist() == [0, 0, 0]
+    assert pre.transform(odd).features["categorical"][:, 0].tolist() == [0, 0, 0]
 
 
 def test_numeric_stats_are_the_train_ones(tiny_raw) -> None:
@@ -66,10 +66,10 @@ def test_numeric_stats_are_the_train_ones(tiny_raw) -> None:
     train, val = tiny_raw.splits["train"], tiny_raw.splits["val"]
     age = train["age"].to_numpy()
     log_income = np.log1p(train["income"].to_numpy())  # income > 0, so sign(x)·log1p(|x|) = log1p(x)
-    assert pre.numeric_stats["age"] == pytest.approx((age.mean(), age.std()), rel=1e-12)
-    assert pre.numeric_stats["income"] == pytest.approx((log_income.mean(), log_income.std()), rel=1e-12)
+    assert pre.transformers["numeric"].stats["age"] == pytest.approx((age.mean(), age.std()), rel=1e-12)
+    assert pre.transformers["numeric"].stats["income"] == pytest.approx((log_income.mean(), log_income.std()), rel=1e-12)
     # val is standardised with train's statistics, not its own
-    num = pre.transform(val, split="val").numeric
+    num = pre.transform(val, split="val").features["numeric"]
     expected_age = (val["age"].to_numpy() - age.mean()) / age.std()
     expected_income = (np.log1p(val["income"].to_numpy()) - log_income.mean()) / log_income.std()
     np.testing.assert_allclose(num[:, 0].numpy(), expected_age, rtol=1e-5, atol=1e-5)
@@ -83,8 +83,9 @@ def test_stats_ignore_other_splits(tiny_raw, cats) -> None:
     pre = _fit(tiny_raw)
     polluted = tiny_raw.splits["train"].copy()
     both = Preprocessor(tiny_raw.schema).fit(pd.concat([polluted, tiny_raw.splits["val"]]))
-    assert both.numeric_stats["age"] != pre.numeric_stats["age"]
-    assert UNSEEN_CITY in both.vocabularies["city"] and UNSEEN_CITY not in pre.vocabularies["city"]
+    assert both.transformers["numeric"].stats["age"] != pre.transformers["numeric"].stats["age"]
+    both_cities, cities = both.transformers["categorical"].vocabularies["city"], pre.transformers["categorical"].vocabularies["city"]
+    assert UNSEEN_CITY in both_cities and UNSEEN_CITY not in cities
 
 
 def test_datamodule_fits_on_train_only(tiny_raw, cats) -> None:
@@ -92,8 +93,8 @@ def test_datamodule_fits_on_train_only(tiny_raw, cats) -> None:
     dm = TabularDataModule(tiny_raw, batch_size=64, eval_batch_size=100, seed=0)
     dm.setup()
     age = tiny_raw.splits["train"]["age"].to_numpy()
-    assert dm.preprocessor.numeric_stats["age"] == pytest.approx((age.mean(), age.std()), rel=1e-12)
-    assert UNSEEN_CITY not in dm.preprocessor.vocabularies["city"]
+    assert dm.preprocessor.transformers["numeric"].stats["age"] == pytest.approx((age.mean(), age.std()), rel=1e-12)
+    assert UNSEEN_CITY not in dm.preprocessor.transformers["categorical"].vocabularies["city"]
     assert {s: len(t) for s, t in dm.tables.items()} == {"train": 512, "val": 128, "test": 128}
     assert dm.labelled_counts() == {
         "ctr": 512,
@@ -109,30 +110,32 @@ def test_saved_preprocessor_round_trips(tiny_raw, tmp_path, cats) -> None:
     path = tmp_path / "run" / "preprocessor.json"
     pre.save(path)
     state = json.loads(path.read_text())
-    assert state["vocabularies"]["city"] == sorted(CITIES)
+    assert state["format"] == 2
+    assert state["columns"]["categorical"]["state"]["vocabularies"]["city"] == sorted(CITIES)
     assert [p.name for p in path.parent.iterdir()] == ["preprocessor.json"]  # no temp file left
     loaded = Preprocessor.load(path, tiny_raw.schema)
-    assert loaded.vocabularies == pre.vocabularies
-    assert loaded.numeric_stats == pre.numeric_stats
+    assert loaded.transformers["categorical"].vocabularies == pre.transformers["categorical"].vocabularies
+    assert loaded.transformers["numeric"].stats == pre.transformers["numeric"].stats
     assert loaded.field_sizes == pre.field_sizes
     new = tiny_raw.splits["test"]
     a, b = pre.transform(new, split="test"), loaded.transform(new, split="test")
-    assert torch.equal(a.categorical, b.categorical)
-    assert torch.equal(a.numeric, b.numeric)
+    assert torch.equal(a.features["categorical"], b.features["categorical"])
+    assert torch.equal(a.features["numeric"], b.features["numeric"])
     for task in a.labels:
         assert torch.equal(a.labels[task], b.labels[task])
     assert set(a.masks) == set(b.masks) == {"cvr", "spend"}
     # scoring new data without labels
     unlabelled = new.drop(columns=["click", "buy", "kind", "spend"])
     c = loaded.transform(unlabelled, with_labels=False)
-    assert torch.equal(c.categorical, a.categorical) and c.labels == {}
+    assert torch.equal(c.features["categorical"], a.features["categorical"]) and c.labels == {}
 
 
 def test_load_rejects_a_mismatched_schema(tiny_raw, tmp_path) -> None:
     path = tmp_path / "pre.json"
     _fit(tiny_raw).save(path)
     fewer = Schema(features=(FeatureSpec("age", "numeric"),), tasks=(TaskSpec("y", "binary", "click"),), main_task="y")
-    with pytest.raises(SchemaError, match=r"saved preprocessing is for categorical \['city', 'color'\].*schema has categorical \[\]"):
+    with pytest.raises(SchemaError, match=r"saved preprocessing is for inputs \{'categorical': \('categorical', \['color', 'city'\]\).*"
+                       r"but the schema has \{'numeric': \('numeric', \['age'\]\)\} and"):
         Preprocessor.load(path, fewer)
 
 
@@ -144,7 +147,7 @@ def test_load_rejects_renamed_features(tiny_raw, tmp_path) -> None:
             FeatureSpec("colour", "categorical"),
             FeatureSpec("city", "categorical"),
             FeatureSpec("age", "numeric"),
-            FeatureSpec("income", "numeric", log1p=True),
+            FeatureSpec("income", "numeric", {"log1p": True}),
         ),
         tasks=tiny_raw.schema.tasks,
         main_task="ctr",
@@ -177,17 +180,17 @@ def test_nan_label_names_the_column_and_row(tiny_raw) -> None:
     frame.loc[frame.index[3], "click"] = np.nan
     with pytest.raises(SchemaError) as err:
         pre.transform(frame, split="val")
-    assert "val: label column 'click' (task 'ctr') has 1 missing value(s), first at row 3" in str(err.value)
+    assert "val: label column 'click' (task 'ctr') has 1 row(s) with a missing value, first at row 3" in str(err.value)
     frame = tiny_raw.splits["val"].copy()
     frame.loc[frame.index[5], "kind"] = np.nan
-    with pytest.raises(SchemaError, match=r"val: label column 'kind' \(task 'kind'\) has 1 missing value\(s\), first at row 5"):
+    with pytest.raises(SchemaError, match=r"val: label column 'kind' \(task 'kind'\) has 1 row\(s\) with a missing value, first at row 5"):
         pre.transform(frame, split="val")
 
 
 def test_nan_label_of_unmasked_task_names_the_column() -> None:
     schema = Schema(features=(FeatureSpec("x", "numeric"),), tasks=(TaskSpec("y", "regression", "target"),), main_task="y")
     frame = pd.DataFrame({"x": [1.0, 2.0, 3.0], "target": [1.0, np.nan, np.nan]})
-    with pytest.raises(SchemaError, match=r"label column 'target' \(task 'y'\) has 2 missing value\(s\), first at row 1"):
+    with pytest.raises(SchemaError, match=r"label column 'target' \(task 'y'\) has 2 row\(s\) with a missing value, first at row 1"):
         Preprocessor(schema).fit(frame).transform(frame, split="train")
 
 
@@ -208,24 +211,27 @@ def test_bad_label_values_are_rejected(tiny_raw) -> None:
     pre = _fit(tiny_raw)
     frame = tiny_raw.splits["val"].copy()
     frame.loc[frame.index[0], "click"] = 2.0
-    with pytest.raises(SchemaError, match="binary task 'ctr' needs 0/1 labels in column 'click'"):
+    with pytest.raises(SchemaError, match=r"label column 'click' \(task 'ctr'\): a binary task needs 0/1 labels; row 0 holds 2 "):
         pre.transform(frame)
     masked = Schema(features=(FeatureSpec("x", "numeric"),), tasks=(TaskSpec("y", "regression", "lbl", mask="m"),), main_task="y")
+    good = Preprocessor(masked).fit(pd.DataFrame({"x": [1.0, 2.0], "lbl": [0.5, 1.5], "m": [1.0, 0.0]}))
     for bad in (2.0, np.nan):
         df = pd.DataFrame({"x": [1.0, 2.0], "lbl": [0.5, 1.5], "m": [1.0, bad]})
         with pytest.raises(SchemaError, match="val: mask column 'm' of task 'y' must be 0/1 without gaps"):
-            Preprocessor(masked).fit(df).transform(df, split="val")
+            good.transform(df, split="val")
+        with pytest.raises(SchemaError, match="train: mask column 'm' of task 'y' must be 0/1 without gaps"):
+            Preprocessor(masked).fit(df, split="train")  # fitting reads the task's sample space too
     frame = tiny_raw.splits["val"].copy()
     frame["kind"] = frame["kind"].astype(float)
     frame.loc[frame.index[0], "kind"] = 3.0
-    with pytest.raises(SchemaError, match=r"multiclass task 'kind' needs integer labels in \[0, 3\) in column 'kind'"):
+    with pytest.raises(SchemaError, match=r"label column 'kind' \(task 'kind'\): row 0 holds 3, not an integer class id in \[0, 3\)"):
         pre.transform(frame)
     frame.loc[frame.index[0], "kind"] = 0.5
-    with pytest.raises(SchemaError, match="integer labels"):
+    with pytest.raises(SchemaError, match=r"holds 0.5, not an integer class id in \[0, 3\)"):
         pre.transform(frame)
     schema = Schema(features=(FeatureSpec("x", "numeric"),), tasks=(TaskSpec("y", "binary", "lbl"),), main_task="y")
     df = pd.DataFrame({"x": [1.0, 2.0], "lbl": [0.0, 0.5]})
-    with pytest.raises(SchemaError, match="binary task 'y' needs 0/1 labels in column 'lbl'"):
+    with pytest.raises(SchemaError, match=r"label column 'lbl' \(task 'y'\): a binary task needs 0/1 labels; row 1 holds 0.5 "):
         Preprocessor(schema).fit(df).transform(df)
 
 
@@ -242,24 +248,29 @@ def test_missing_numeric_becomes_train_mean_and_min_count_prunes() -> None:
         tasks=(TaskSpec("y", "regression", "lbl"),),
         main_task="y",
     )
+    pruned = Schema(  # min_count is a per-feature option of categoricals
+        features=(FeatureSpec("c", "categorical", {"min_count": 2}), FeatureSpec("x", "numeric")),
+        tasks=schema.tasks,
+        main_task="y",
+    )
     train = pd.DataFrame({"c": ["a", "a", "b", "c", "c", "c"], "x": [1.0, 2.0, np.nan, 3.0, 4.0, 5.0], "lbl": [0.0] * 6})
-    pre = Preprocessor(schema, min_count=2).fit(train)
-    assert pre.vocabularies["c"] == ["a", "c"]  # "b" seen once < min_count -> OOV
-    assert pre.numeric_stats["x"] == pytest.approx((3.0, np.std([1.0, 2.0, 3.0, 4.0, 5.0])))
+    pre = Preprocessor(pruned).fit(train)
+    assert pre.transformers["categorical"].vocabularies["c"] == ["a", "c"]  # "b" seen once < min_count -> OOV
+    assert pre.transformers["numeric"].stats["x"] == pytest.approx((3.0, np.std([1.0, 2.0, 3.0, 4.0, 5.0])))
     t = pre.transform(train)
-    assert t.categorical[:, 0].tolist() == [1, 1, 0, 2, 2, 2]
-    assert t.numeric[2, 0].item() == 0.0
+    assert t.features["categorical"][:, 0].tolist() == [1, 1, 0, 2, 2, 2]
+    assert t.features["numeric"][2, 0].item() == 0.0
     constant = Preprocessor(schema).fit(train.assign(x=7.0))
-    assert constant.numeric_stats["x"] == (7.0, 1.0)  # zero std falls back to 1, no division by zero
+    assert constant.transformers["numeric"].stats["x"] == (7.0, 1.0)  # zero std falls back to 1, no division by zero
 
 
 def test_signed_log1p_on_negative_values() -> None:
-    schema = Schema(features=(FeatureSpec("g", "numeric", log1p=True),), tasks=(TaskSpec("y", "regression", "lbl"),), main_task="y")
+    schema = Schema(features=(FeatureSpec("g", "numeric", {"log1p": True}),), tasks=(TaskSpec("y", "regression", "lbl"),), main_task="y")
     train = pd.DataFrame({"g": [-100.0, 0.0, 100.0, 1000.0], "lbl": [0.0] * 4})
     pre = Preprocessor(schema).fit(train)
     g = train["g"].to_numpy()
     v = np.sign(g) * np.log1p(np.abs(g))
-    assert pre.numeric_stats["g"] == pytest.approx((v.mean(), v.std()))
+    assert pre.transformers["numeric"].stats["g"] == pytest.approx((v.mean(), v.std()))
 
 
 def test_integer_coded_category_survives_a_missing_value_in_another_split() -> None:
@@ -267,4 +278,4 @@ def test_integer_coded_category_survives_a_missing_value_in_another_split() -> N
     train = pd.DataFrame({"code": [1, 2, 3, 1], "lbl": [0.0] * 4})
     val = pd.DataFrame({"code": [1, 2, np.nan, 3], "lbl": [0.0] * 4})
     pre = Preprocessor(schema).fit(train)
-    assert pre.transform(val).categorical[:, 0].tolist() == [1, 2, 0, 3]
+    assert pre.transform(val).features["categorical"][:, 0].tolist() == [1, 2, 0, 3]

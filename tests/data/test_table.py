@@ -12,8 +12,10 @@ from mtlrec.data.table import IndexBatchSampler, TensorTable
 def _table(n: int = 10) -> TensorTable:
     rows = torch.arange(n)
     return TensorTable(
-        categorical=torch.stack([rows, rows + 100], dim=1),
-        numeric=torch.stack([rows.float(), -rows.float(), rows.float() / 2], dim=1),
+        features={
+            "categorical": torch.stack([rows, rows + 100], dim=1),
+            "numeric": torch.stack([rows.float(), -rows.float(), rows.float() / 2], dim=1),
+        },
         labels={"a": rows.float() * 10, "b": rows % 3},
         masks={"a": rows % 2 == 0},
     )
@@ -23,19 +25,22 @@ def test_table_indexing_returns_the_rows() -> None:
     t = _table()
     idx = torch.tensor([7, 0, 3, 3])
     batch = t[idx]
-    assert batch["categorical"].tolist() == [[7, 107], [0, 100], [3, 103], [3, 103]]
-    assert batch["numeric"].tolist() == [[7.0, -7.0, 3.5], [0.0, 0.0, 0.0], [3.0, -3.0, 1.5], [3.0, -3.0, 1.5]]
-    assert batch["labels"]["a"].tolist() == [70.0, 0.0, 30.0, 30.0]
-    assert batch["labels"]["b"].tolist() == [1, 0, 0, 0]
-    assert batch["masks"]["a"].tolist() == [False, True, False, False]
-    assert set(batch) == {"categorical", "numeric", "labels", "masks"}
+    assert batch.features["categorical"].tolist() == [[7, 107], [0, 100], [3, 103], [3, 103]]
+    assert batch.features["numeric"].tolist() == [[7.0, -7.0, 3.5], [0.0, 0.0, 0.0], [3.0, -3.0, 1.5], [3.0, -3.0, 1.5]]
+    assert batch.labels["a"].tolist() == [70.0, 0.0, 30.0, 30.0]
+    assert batch.labels["b"].tolist() == [1, 0, 0, 0]
+    assert batch.masks["a"].tolist() == [False, True, False, False]
+    assert set(batch.features) == {"categorical", "numeric"}
+    assert set(batch.labels) == {"a", "b"} and set(batch.masks) == {"a"}
+    assert len(batch) == 4
 
 
 def test_table_slices_are_views() -> None:
     t = _table()
     batch = t[slice(2, 5)]
-    assert batch["categorical"][:, 0].tolist() == [2, 3, 4]
-    assert batch["numeric"].data_ptr() == t.numeric[2:].data_ptr()
+    assert batch.features["categorical"][:, 0].tolist() == [2, 3, 4]
+    assert batch.features["numeric"].data_ptr() == t.features["numeric"][2:].data_ptr()
+    assert len(batch) == 3
 
 
 def test_table_length_and_labelled_counts() -> None:
@@ -46,9 +51,9 @@ def test_table_length_and_labelled_counts() -> None:
 
 def test_table_rejects_misaligned_groups() -> None:
     with pytest.raises(ValueError, match="column group 'numeric' has 4 rows, expected 5"):
-        TensorTable(torch.zeros(5, 1, dtype=torch.long), torch.zeros(4, 1), {})
+        TensorTable({"categorical": torch.zeros(5, 1, dtype=torch.long), "numeric": torch.zeros(4, 1)}, {})
     with pytest.raises(ValueError, match="column group 'y' has 3 rows, expected 5"):
-        TensorTable(torch.zeros(5, 1, dtype=torch.long), torch.zeros(5, 1), {"y": torch.zeros(3)})
+        TensorTable({"categorical": torch.zeros(5, 1, dtype=torch.long), "numeric": torch.zeros(5, 1)}, {"y": torch.zeros(3)})
 
 
 # -- sampler -----------------------------------------------------------------------------------
@@ -126,9 +131,10 @@ def test_dataloader_hands_out_whole_batches() -> None:
     loader = DataLoader(t, sampler=sampler, batch_size=None, collate_fn=lambda b: b)
     sampler.set_epoch(0)
     batches = list(loader)
-    assert [len(b["numeric"]) for b in batches] == [4, 4, 2]
-    rows = torch.cat([b["categorical"][:, 0] for b in batches])
+    assert [len(b.features["numeric"]) for b in batches] == [4, 4, 2]
+    assert [len(b) for b in batches] == [4, 4, 2]
+    rows = torch.cat([b.features["categorical"][:, 0] for b in batches])
     assert torch.equal(rows.sort().values, torch.arange(10))
     for b in batches:  # row alignment across groups survives the gather
-        assert torch.equal(b["labels"]["a"], b["categorical"][:, 0].float() * 10)
+        assert torch.equal(b.labels["a"], b.features["categorical"][:, 0].float() * 10)
     assert torch.equal(rows, torch.cat(_epoch(IndexBatchSampler(10, 4, shuffle=True, seed=1), 0)))

@@ -5,13 +5,18 @@ from __future__ import annotations
 
 import copy
 
+import numpy as np
+import pandas as pd
 import pytest
 import torch
 
+from mtlrec.data.preprocess import Preprocessor
 from mtlrec.data.schema import FeatureSpec, Schema, TaskSpec
+from mtlrec.data.table import Batch
 from mtlrec.models.architectures.ple import CGC, PLE
 from mtlrec.models.architectures.single_task import SingleTask
 from mtlrec.models.base import TaskOutputs
+from mtlrec.models.inputs.encoder import build_encoder
 from mtlrec.training.objectives import objective_for
 
 B = 32
@@ -22,9 +27,9 @@ def _ids(params) -> list[int]:
     return [id(p) for p in params]
 
 
-def _losses(schema: Schema, outputs: TaskOutputs, batch: dict) -> dict[str, torch.Tensor]:
+def _losses(schema: Schema, outputs: TaskOutputs, batch: Batch) -> dict[str, torch.Tensor]:
     """Per-task losses over all rows (masks ignored: labels outside the mask are 0 after preprocessing)."""
-    return {t.name: objective_for(t).loss(outputs.logits[t.name], batch["labels"][t.name]) for t in schema.tasks}
+    return {t.name: objective_for(t).loss(outputs.logits[t.name], batch.labels[t.name]) for t in schema.tasks}
 
 
 # -- forward / backward ------------------------------------------------------------------------
@@ -61,7 +66,8 @@ def test_rows_are_independent(arch_name, build_arch, tiny_batch) -> None:
     """No layer mixes rows: a row's logits are the same alone as in a batch."""
     model = build_arch(arch_name).eval()
     full = model(tiny_batch)
-    one = model({k: (v[5:6] if torch.is_tensor(v) else {t: x[5:6] for t, x in v.items()}) for k, v in tiny_batch.items()})
+    row = lambda d: {k: v[5:6] for k, v in d.items()}  # noqa: E731
+    one = model(Batch(row(tiny_batch.features), row(tiny_batch.labels), row(tiny_batch.masks), 1))
     for task in EXPECTED_SHAPES:
         torch.testing.assert_close(one.logits[task], full.logits[task][5:6], rtol=1e-5, atol=1e-6)
 
@@ -74,8 +80,11 @@ def test_vector_regression_and_numeric_only_schema(name, build_arch) -> None:
         tasks=(TaskSpec("vec", "regression", "vec", output_dim=2), TaskSpec("cls", "multiclass", "cls", num_classes=3)),
         main_task="vec",
     )
-    model = build_arch(name, schema=schema, field_sizes=[])
-    batch = {"categorical": torch.zeros(7, 0, dtype=torch.long), "numeric": torch.randn(7, 5)}
+    frame = pd.DataFrame(np.random.default_rng(0).normal(size=(7, 5)), columns=[f"x{i}" for i in range(5)])
+    pre = Preprocessor(schema).fit(frame.assign(vec=0.0, cls=0))  # fit sees the label columns (they hold no state here)
+    model = build_arch(name, preprocessor=pre)
+    batch = pre.transform(frame, with_labels=False)[slice(0, 7)]
+    assert set(batch.features) == {"numeric"} and tuple(batch.features["numeric"].shape) == (7, 5)
     out = model(batch)
     assert tuple(out.logits["vec"].shape) == (7, 2)
     assert tuple(out.logits["cls"].shape) == (7, 3)
@@ -146,7 +155,7 @@ def test_mmoe_partition_exactly(build_arch) -> None:
     sm = model.shared_model()
     assert set(_ids(sm.task_parameters)) == set(_ids(model.gates.parameters())) | set(_ids(model.towers.parameters()))
     assert set(_ids(sm.shared_parameters)) == set(_ids(model.experts.parameters())) | set(
-        _ids(model.embedding.parameters())
+        _ids(model.encoder.parameters())
     )
     assert _ids(sm.last_shared_parameters) == [id(model.experts.weights[-1]), id(model.experts.biases[-1])]
 
@@ -157,7 +166,7 @@ def test_omoe_gate_and_shared_bottom_bottom_are_shared(build_arch) -> None:
     assert set(_ids(omoe.shared_model().task_parameters)) == set(_ids(omoe.towers.parameters()))
     sb = build_arch("shared_bottom")
     sm = sb.shared_model()
-    assert set(_ids(sm.shared_parameters)) == set(_ids(sb.bottom.parameters())) | set(_ids(sb.embedding.parameters()))
+    assert set(_ids(sm.shared_parameters)) == set(_ids(sb.bottom.parameters())) | set(_ids(sb.encoder.parameters()))
     assert _ids(sm.last_shared_parameters) == _ids(sb.bottom.last_linear().parameters())
     assert sb.bottom.last_linear().out_features == 12
 
@@ -218,7 +227,7 @@ def test_single_task_nets_are_fully_independent(build_arch, tiny_batch) -> None:
     model = build_arch("single_task").eval()
     with torch.no_grad():
         base = model(tiny_batch).logits
-        for p in model.nets["ctr"].parameters():  # embedding and body too, not only the tower
+        for p in model.nets["ctr"].parameters():  # encoder and body too, not only the tower
             p.add_(1.0)
         out = model(tiny_batch).logits
     assert not torch.allclose(out["ctr"], base["ctr"])
@@ -234,13 +243,14 @@ def _count(model) -> int:
 
 def test_ple_one_level_has_cgc_parameter_count(tiny_preprocessed) -> None:
     pre, _ = tiny_preprocessed
-    kwargs = dict(embedding_dim=4, specific_experts=2, shared_experts=3, expert_units=(12, 6), tower_units=(5,))
-    ple, cgc = PLE(pre.schema, pre.field_sizes, num_levels=1, **kwargs), CGC(pre.schema, pre.field_sizes, **kwargs)
+    kwargs = dict(specific_experts=2, shared_experts=3, expert_units=(12, 6), tower_units=(5,))
+    enc = lambda: build_encoder(pre, embedding_dim=4)  # noqa: E731
+    ple, cgc = PLE(pre.schema, enc(), num_levels=1, **kwargs), CGC(pre.schema, enc(), **kwargs)
     assert _count(ple) == _count(cgc)
     assert [tuple(p.shape) for p in ple.parameters()] == [tuple(p.shape) for p in cgc.parameters()]
     assert len(cgc.levels) == 1 and cgc.levels[0].shared_gate is None
     # CGC ignores a num_levels it may be handed by a config
-    assert len(CGC(pre.schema, pre.field_sizes, num_levels=3, **kwargs).levels) == 1
+    assert len(CGC(pre.schema, enc(), num_levels=3, **kwargs).levels) == 1
 
 
 def test_cgc_is_ple_with_one_level(build_arch, tiny_batch) -> None:
@@ -256,7 +266,7 @@ def test_cgc_is_ple_with_one_level(build_arch, tiny_batch) -> None:
 def test_ple_parameter_count_formula(levels, tiny_preprocessed) -> None:
     pre, _ = tiny_preprocessed
     T, S, H, U, E, tower = 4, 2, 3, 6, 4, 5  # tasks, specific, shared experts, expert width, emb dim, tower width
-    model = PLE(pre.schema, pre.field_sizes, embedding_dim=E, num_levels=levels, specific_experts=S,
+    model = PLE(pre.schema, build_encoder(pre, embedding_dim=E), num_levels=levels, specific_experts=S,
                 shared_experts=H, expert_units=(U,), tower_units=(tower,))
     emb_in = 2 * E + 2  # 2 categorical fields, 2 numerics
     expected = sum(pre.field_sizes) * E
@@ -275,6 +285,6 @@ def test_ple_parameter_count_formula(levels, tiny_preprocessed) -> None:
 def test_ple_rejects_bad_sizes(tiny_preprocessed) -> None:
     pre, _ = tiny_preprocessed
     with pytest.raises(ValueError, match="num_levels"):
-        PLE(pre.schema, pre.field_sizes, num_levels=0)
+        PLE(pre.schema, build_encoder(pre), num_levels=0)
     with pytest.raises(ValueError, match="specific_experts"):
-        PLE(pre.schema, pre.field_sizes, specific_experts=0)
+        PLE(pre.schema, build_encoder(pre), specific_experts=0)

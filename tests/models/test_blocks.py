@@ -10,7 +10,6 @@ import torch
 from torch import nn
 
 from mtlrec.models.architectures.cross_stitch import CrossStitchUnit
-from mtlrec.models.blocks.embedding import FeatureEmbedding
 from mtlrec.models.blocks.experts import ExpertLayer
 from mtlrec.models.blocks.gate import Gate, mix
 from mtlrec.models.blocks.mlp import MLP, Tower
@@ -171,32 +170,7 @@ def test_cross_stitch_unit_single_task_is_identity_and_mixes() -> None:
     torch.testing.assert_close(out[:, 1], 0.1 * h[:, 0] + 0.9 * h[:, 1])
 
 
-# -- embedding, MLP, tower ---------------------------------------------------------------------
-def test_feature_embedding_layout() -> None:
-    torch.manual_seed(7)
-    emb = FeatureEmbedding([3, 4], num_numeric=2, embedding_dim=5)
-    assert emb.output_dim == 2 * 5 + 2
-    assert emb.table.num_embeddings == 7
-    batch = {"categorical": torch.tensor([[0, 3], [2, 6]]), "numeric": torch.tensor([[1.5, -2.0], [0.0, 4.0]])}
-    out = emb(batch)
-    assert tuple(out.shape) == (2, 12)
-    W = emb.table.weight
-    torch.testing.assert_close(out[0], torch.cat([W[0], W[3], torch.tensor([1.5, -2.0])]))
-    torch.testing.assert_close(out[1], torch.cat([W[2], W[6], torch.tensor([0.0, 4.0])]))
-
-
-def test_feature_embedding_numeric_only_and_categorical_only() -> None:
-    num = FeatureEmbedding([], num_numeric=3, embedding_dim=4)
-    x = torch.randn(5, 3)
-    assert torch.equal(num({"categorical": torch.zeros(5, 0, dtype=torch.long), "numeric": x}), x)
-    cat = FeatureEmbedding([2, 2], num_numeric=0, embedding_dim=4)
-    assert tuple(cat({"categorical": torch.tensor([[0, 3]]), "numeric": torch.zeros(1, 0)}).shape) == (1, 8)
-    with pytest.raises(ValueError, match="no features"):
-        FeatureEmbedding([], num_numeric=0, embedding_dim=4)
-    with pytest.raises(ValueError, match="embedding_dim must be >= 1"):
-        FeatureEmbedding([2], num_numeric=0, embedding_dim=0)
-
-
+# -- MLP, tower ---------------------------------------------------------------------
 def test_mlp_and_tower_shapes() -> None:
     mlp = MLP(6, (8, 4), dropout=0.1)
     assert mlp.output_dim == 4 and mlp.last_linear().out_features == 4

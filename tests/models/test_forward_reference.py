@@ -16,7 +16,7 @@ equations rather than from the modules' batched code:
 Weights are re-drawn as ``randn · 0.5`` under a fixed seed so the gates are far from uniform and
 the cross-stitch units far from identity: a gate reading the wrong input, mixing the wrong experts,
 or experts applied to the wrong input changes the logits far beyond the tolerance. Only the
-embedding (a lookup) and the towers (plain MLP heads) are reused as they are.
+input encoder (a lookup) and the towers (plain MLP heads) are reused as they are.
 """
 
 from __future__ import annotations
@@ -28,6 +28,7 @@ from mtlrec.models.architectures.cross_stitch import CrossStitch
 from mtlrec.models.architectures.ple import PLE
 from mtlrec.models.blocks.experts import ExpertLayer
 from mtlrec.models.blocks.gate import Gate
+from mtlrec.models.inputs.encoder import build_encoder
 
 ATOL = 1e-5
 
@@ -88,7 +89,7 @@ def assert_not_uniform(weights: torch.Tensor) -> None:
 
 # -- MMoE / OMoE -------------------------------------------------------------------------------
 def mmoe_reference(model, batch) -> tuple[dict, dict]:
-    x = model.embedding(batch)
+    x = model.encoder(batch)
     f = [expert(model.experts, e, x) for e in range(model.experts.num_experts)]
     logits, gates = {}, {}
     for task in model.task_names:
@@ -114,7 +115,7 @@ def test_mmoe_matches_reference(build_arch, tiny_batch) -> None:
 def test_omoe_matches_reference(build_arch, tiny_batch) -> None:
     model = randomise(build_arch("omoe"))
     with torch.no_grad():
-        x = model.embedding(tiny_batch)
+        x = model.encoder(tiny_batch)
         f = [expert(model.experts, e, x) for e in range(model.experts.num_experts)]
         g = gate(model.gate, x)
         assert_not_uniform(g)
@@ -127,7 +128,7 @@ def test_omoe_matches_reference(build_arch, tiny_batch) -> None:
 def ple_reference(model, batch) -> tuple[dict, dict, list]:
     """Levels computed expert by expert; returns logits, gate weights, and per level the
     (task inputs, shared input) it read."""
-    x = model.embedding(batch)
+    x = model.encoder(batch)
     T = len(model.task_names)
     task_in, shared_in = [x] * T, x
     gates, inputs = {}, []
@@ -185,7 +186,7 @@ def test_ple_matches_reference_deep_experts_and_temperature(levels, tiny_preproc
     (task k's experts taken as k·H, shared before specific) and a dropped temperature show here."""
     pre, _ = tiny_preprocessed
     torch.manual_seed(0)
-    model = PLE(pre.schema, pre.field_sizes, embedding_dim=3, num_levels=levels, specific_experts=2,
+    model = PLE(pre.schema, build_encoder(pre, embedding_dim=3), num_levels=levels, specific_experts=2,
                 shared_experts=3, expert_units=(7, 5), tower_units=(4,), gate_temperature=0.7)
     model = randomise(model, seed=7)
     with torch.no_grad():
@@ -198,9 +199,9 @@ def test_ple_matches_reference_deep_experts_and_temperature(levels, tiny_preproc
 
 # -- Cross-stitch ------------------------------------------------------------------------------
 def cross_stitch_reference(model: CrossStitch, batch) -> dict:
-    x = model.embedding(batch)
+    x = model.encoder(batch)
     T = len(model.task_names)
-    h = [x] * T  # every column starts from the shared embedding
+    h = [x] * T  # every column starts from the shared encoder's output
     for column, stitch in zip(model.columns, model.stitches):
         a = [expert(column, k, h[k]) for k in range(T)]  # column k's layer on column k's activations
         alpha = stitch.alpha

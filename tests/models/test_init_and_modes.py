@@ -25,6 +25,7 @@ from mtlrec.models.architectures.shared_bottom import SharedBottom
 from mtlrec.models.architectures.single_task import SingleTask
 from mtlrec.models.blocks.experts import ExpertLayer
 from mtlrec.models.blocks.mlp import MLP
+from mtlrec.models.inputs.encoder import build_encoder
 from mtlrec.training.module import MultiTaskModule
 from mtlrec.weighting.fixed import FixedWeighting
 from tests.conftest import ARCH_FACTORIES
@@ -96,15 +97,15 @@ def test_towers_start_different(name, build_arch, get_tower) -> None:
 # -- (b) dropout: on in training, off at evaluation ------------------------------------------------
 P = 0.5
 DROPOUT_FACTORIES = {
-    "single_task": lambda s, fs, d: SingleTask(s, fs, embedding_dim=4, hidden_units=(16,), tower_units=(8,), dropout=d),
-    "shared_bottom": lambda s, fs, d: SharedBottom(s, fs, embedding_dim=4, bottom_units=(16, 12), tower_units=(8,), dropout=d),
-    "cross_stitch": lambda s, fs, d: CrossStitch(s, fs, embedding_dim=4, column_units=(16, 12), tower_units=(8,), dropout=d),
-    "omoe": lambda s, fs, d: OMoE(s, fs, embedding_dim=4, num_experts=3, expert_units=(12,), tower_units=(8,), dropout=d),
-    "mmoe": lambda s, fs, d: MMoE(s, fs, embedding_dim=4, num_experts=3, expert_units=(16, 12), tower_units=(8,), dropout=d),
-    "cgc": lambda s, fs, d: CGC(s, fs, embedding_dim=4, specific_experts=2, shared_experts=2, expert_units=(12,), dropout=d),
-    "ple1": lambda s, fs, d: PLE(s, fs, embedding_dim=4, num_levels=1, specific_experts=2, shared_experts=2, expert_units=(12,), dropout=d),
-    "ple2": lambda s, fs, d: PLE(s, fs, embedding_dim=4, num_levels=2, specific_experts=2, shared_experts=2, expert_units=(12,), dropout=d),
-    "ple3": lambda s, fs, d: PLE(s, fs, embedding_dim=4, num_levels=3, specific_experts=1, shared_experts=2, expert_units=(12,), dropout=d),
+    "single_task": lambda s, enc, d: SingleTask(s, enc, hidden_units=(16,), tower_units=(8,), dropout=d),
+    "shared_bottom": lambda s, enc, d: SharedBottom(s, enc, bottom_units=(16, 12), tower_units=(8,), dropout=d),
+    "cross_stitch": lambda s, enc, d: CrossStitch(s, enc, column_units=(16, 12), tower_units=(8,), dropout=d),
+    "omoe": lambda s, enc, d: OMoE(s, enc, num_experts=3, expert_units=(12,), tower_units=(8,), dropout=d),
+    "mmoe": lambda s, enc, d: MMoE(s, enc, num_experts=3, expert_units=(16, 12), tower_units=(8,), dropout=d),
+    "cgc": lambda s, enc, d: CGC(s, enc, specific_experts=2, shared_experts=2, expert_units=(12,), dropout=d),
+    "ple1": lambda s, enc, d: PLE(s, enc, num_levels=1, specific_experts=2, shared_experts=2, expert_units=(12,), dropout=d),
+    "ple2": lambda s, enc, d: PLE(s, enc, num_levels=2, specific_experts=2, shared_experts=2, expert_units=(12,), dropout=d),
+    "ple3": lambda s, enc, d: PLE(s, enc, num_levels=3, specific_experts=1, shared_experts=2, expert_units=(12,), dropout=d),
 }
 
 
@@ -114,7 +115,7 @@ def test_dropout_factories_cover_every_architecture() -> None:
 
 def _build(name: str, pre, dropout: float, seed: int = 0):
     torch.manual_seed(seed)
-    return DROPOUT_FACTORIES[name](pre.schema, pre.field_sizes, dropout)
+    return DROPOUT_FACTORIES[name](pre.fitted_schema, build_encoder(pre, embedding_dim=4), dropout)
 
 
 @pytest.mark.parametrize("name", list(DROPOUT_FACTORIES))
@@ -176,7 +177,7 @@ def test_lightning_validate_runs_with_dropout_off(tiny_raw) -> None:
     dm = TabularDataModule(tiny_raw, batch_size=64, eval_batch_size=64, seed=0)
     dm.setup()
     torch.manual_seed(0)
-    arch = DROPOUT_FACTORIES["ple2"](dm.schema, dm.preprocessor.field_sizes, P)
+    arch = DROPOUT_FACTORIES["ple2"](dm.schema, build_encoder(dm.preprocessor, embedding_dim=4), P)
     with torch.no_grad():  # weights far from init, so logits are large and dropout's effect plain
         for p in arch.parameters():
             p.copy_(0.5 * torch.randn_like(p))
@@ -189,7 +190,7 @@ def test_lightning_validate_runs_with_dropout_off(tiny_raw) -> None:
 
     val = dm.tables["val"]
     rows = val[torch.arange(len(val))]
-    y = rows["labels"]["ctr"]
+    y = rows.labels["ctr"]
     with torch.no_grad():
         module.eval()
         eval_loss = float(F.binary_cross_entropy_with_logits(module(rows).logits["ctr"], y))

@@ -13,8 +13,11 @@ import torch.nn.functional as F
 from torch import nn
 
 from mtlrec.data.datamodule import TabularDataModule
-from mtlrec.data.schema import TaskSpec
+from mtlrec.data.schema import SchemaError, TaskSpec
+from mtlrec.data.table import Batch
 from mtlrec.models.base import Architecture, TaskOutputs
+from mtlrec.models.inputs.encoder import InputEncoder
+from mtlrec.models.inputs.numeric import NumericInput
 from mtlrec.training.module import MultiTaskModule
 from mtlrec.training.objectives import (
     BinaryObjective,
@@ -28,12 +31,12 @@ from mtlrec.weighting.fixed import FixedWeighting
 class ColumnLogits(Architecture):
     """Logits read straight off the numeric columns (so metrics can be computed by hand)."""
 
-    def __init__(self, schema, field_sizes):
-        super().__init__(schema, field_sizes)
+    def __init__(self, schema, encoder):
+        super().__init__(schema, encoder)
         self.scale = nn.Parameter(torch.ones(()))
 
-    def forward(self, batch: dict) -> TaskOutputs:
-        n = batch["numeric"] * self.scale
+    def forward(self, batch: Batch) -> TaskOutputs:
+        n = batch.features["numeric"] * self.scale
         return TaskOutputs(
             {
                 "ctr": n[:, 0],
@@ -51,7 +54,8 @@ class ColumnLogits(Architecture):
 
 
 def _module(schema, arch=None) -> MultiTaskModule:
-    return MultiTaskModule(schema, arch or ColumnLogits(schema, []), FixedWeighting())
+    encoder = InputEncoder({"numeric": NumericInput(num_fields=2)})  # the tiny schema's age, income
+    return MultiTaskModule(schema, arch or ColumnLogits(schema, encoder), FixedWeighting())
 
 
 def _auc(scores: np.ndarray, labels: np.ndarray) -> float:
@@ -81,14 +85,14 @@ def _hand_batch(n: int = 12, seed: int = 0):
         "kind": torch.randn(n, 3, generator=g),
         "spend": torch.randn(n, generator=g),
     }
-    batch = {"labels": labels, "masks": {"cvr": mask, "spend": mask.clone()}}
+    batch = Batch({}, labels, {"cvr": mask, "spend": mask.clone()}, n)
     return TaskOutputs(logits), batch, mask
 
 
 def test_masked_loss_equals_hand_computation(tiny_schema) -> None:
     outputs, batch, mask = _hand_batch()
     losses = _module(tiny_schema).task_losses(outputs, batch)
-    lg, y = outputs.logits, batch["labels"]
+    lg, y = outputs.logits, batch.labels
     assert set(losses) == {"ctr", "cvr", "kind", "spend"}
     assert losses["ctr"].item() == pytest.approx(_bce(lg["ctr"], y["ctr"]), rel=1e-5)
     assert losses["cvr"].item() == pytest.approx(_bce(lg["cvr"][mask], y["cvr"][mask]), rel=1e-5)
@@ -105,7 +109,7 @@ def test_rows_outside_the_mask_do_not_matter(tiny_schema) -> None:
     before = module.task_losses(outputs, batch)
     for task in ("cvr", "spend"):
         outputs.logits[task][~mask] = 1e3
-        batch["labels"][task][~mask] = 1.0 if task == "cvr" else -1e3
+        batch.labels[task][~mask] = 1.0 if task == "cvr" else -1e3
     after = module.task_losses(outputs, batch)
     for task in ("cvr", "spend"):
         assert after[task].item() == pytest.approx(before[task].item(), rel=1e-6)
@@ -115,7 +119,7 @@ def test_all_masked_batch_gives_zero_loss_and_connected_graph(tiny_schema) -> No
     outputs, batch, _ = _hand_batch()
     leaf = torch.randn(12, requires_grad=True)
     outputs.logits["spend"] = leaf * 2
-    batch["masks"]["spend"] = torch.zeros(12, dtype=torch.bool)
+    batch.masks["spend"] = torch.zeros(12, dtype=torch.bool)
     losses = _module(tiny_schema).task_losses(outputs, batch)
     assert losses["spend"].item() == 0.0
     assert losses["spend"].requires_grad
@@ -159,7 +163,7 @@ def test_validation_metrics_on_masked_sample_space(tiny_raw) -> None:
     )
     got = trainer.validate(module, datamodule=dm, verbose=False)[0]
     val = dm.tables["val"]
-    n, mask = val.numeric.double(), val.masks["cvr"]
+    n, mask = val.features["numeric"].double(), val.masks["cvr"]
     assert torch.equal(mask, val.masks["spend"]) and 0 < int(mask.sum()) < len(val)
     y = val.labels
     expected = {
@@ -191,11 +195,17 @@ def test_validation_metrics_on_masked_sample_space(tiny_raw) -> None:
 @pytest.mark.filterwarnings("ignore:No positive samples")
 def test_task_with_no_labelled_rows_is_left_out_of_metrics(tiny_raw) -> None:
     raw = tiny_raw
-    raw.splits["val"] = raw.splits["val"].assign(click=0.0, buy=np.nan, spend=np.nan)
+    unlabelled = raw.splits["val"].assign(click=0.0, buy=np.nan, spend=np.nan)
     dm = TabularDataModule(raw, batch_size=64, eval_batch_size=50, seed=0)
     dm.setup()
+    # the datamodule refuses such a split (binary AUC undefined), so the module is handed it directly
+    dm.tables["val"] = dm.preprocessor.transform(unlabelled, split="val")
+    assert dm.tables["val"].labelled_counts()["cvr"] == dm.tables["val"].labelled_counts()["spend"] == 0
     trainer = L.Trainer(accelerator="cpu", devices=1, logger=False, enable_checkpointing=False,
                         enable_progress_bar=False, enable_model_summary=False)
     got = trainer.validate(_module(raw.schema), datamodule=dm, verbose=False)[0]
     assert not any(k.startswith(("val/cvr/", "val/spend/")) for k in got)
     assert "val/ctr/logloss" in got and not math.isnan(got["val/ctr/logloss"])
+    raw.splits["val"] = unlabelled
+    with pytest.raises(SchemaError, match=r"tiny/val: binary task 'ctr' has only label 0"):
+        TabularDataModule(raw, batch_size=64, eval_batch_size=50, seed=0).setup()

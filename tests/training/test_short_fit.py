@@ -8,17 +8,16 @@ from functools import partial
 import lightning as L
 import pytest
 import torch
-from hydra import compose, initialize_config_dir
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, open_dict
 
 from mtlrec import train
-from tests.conftest import compose_task_config
 from mtlrec.data.datamodule import TabularDataModule
 from mtlrec.training.module import MultiTaskModule
 from mtlrec.training.results import RESULTS_FILE, read_results
 from mtlrec.training.timing import TrainThroughput
 from mtlrec.weighting.fixed import FixedWeighting
+from tests.conftest import compose_task_config
 
 EPOCHS = 4
 NUM_TRAIN = 2000
@@ -38,7 +37,7 @@ def test_short_training_lowers_the_loss(arch_name, build_arch, tiny_raw_factory)
                            eval_batch_size=1000, seed=0)
     dm.setup()
     module = MultiTaskModule(
-        dm.schema, build_arch(arch_name, field_sizes=dm.preprocessor.field_sizes), FixedWeighting(),
+        dm.schema, build_arch(arch_name, preprocessor=dm.preprocessor), FixedWeighting(),
         optimizer=partial(torch.optim.Adam, lr=1e-2), labelled_counts=dm.labelled_counts(),
     )
     throughput = TrainThroughput()

@@ -44,7 +44,7 @@ def test_weighting_trains_with_architecture(arch_name, weighting_name, build_arc
     weighting = instantiate(OmegaConf.load(Path(CONFIG_DIR) / "weighting" / f"{weighting_name}.yaml"), _convert_="all")
     module = MultiTaskModule(
         datamodule.schema,
-        build_arch(arch_name, field_sizes=datamodule.preprocessor.field_sizes),
+        build_arch(arch_name, preprocessor=datamodule.preprocessor),
         weighting,
         labelled_counts=datamodule.labelled_counts(),
     )

@@ -8,8 +8,10 @@ import torch
 from torch import Tensor, nn
 
 from mtlrec.data.schema import Schema
+from mtlrec.data.table import Batch
 from mtlrec.models.base import Architecture, TaskOutputs
 from mtlrec.models.blocks.experts import ExpertLayer
+from mtlrec.models.inputs.encoder import InputEncoder
 
 
 class CrossStitchUnit(nn.Module):
@@ -36,18 +38,17 @@ class CrossStitch(Architecture):
     def __init__(
         self,
         schema: Schema,
-        field_sizes: Sequence[int],
-        embedding_dim: int = 8,
+        encoder: InputEncoder,
         column_units: Sequence[int] = (32, 16),
         tower_units: Sequence[int] = (8,),
         dropout: float = 0.0,
     ):
-        super().__init__(schema, field_sizes)
+        super().__init__(schema, encoder)
         if not column_units:
             raise ValueError("arch.column_units must list at least one layer width")
         num_tasks = len(self.task_names)
-        self.embedding = self.make_embedding(embedding_dim)
-        in_dim, layers, units = self.embedding.output_dim, [], []
+        self.encoder = encoder
+        in_dim, layers, units = self.input_dim, [], []
         for width in column_units:
             layers.append(ExpertLayer(num_tasks, in_dim, [width], dropout))  # one "expert" per task column
             units.append(CrossStitchUnit(num_tasks))
@@ -55,8 +56,8 @@ class CrossStitch(Architecture):
         self.columns, self.stitches = nn.ModuleList(layers), nn.ModuleList(units)
         self.towers = self.make_towers(in_dim, tower_units, dropout)
 
-    def forward(self, batch: dict) -> TaskOutputs:
-        h = self.embedding(batch)
+    def forward(self, batch: Batch) -> TaskOutputs:
+        h = self.encoder(batch)
         for column, stitch in zip(self.columns, self.stitches):
             h = stitch(column(h))
         return self.outputs({t: self.towers[t](h[:, k]) for k, t in enumerate(self.task_names)})

@@ -1,4 +1,4 @@
-"""What OMoE and MMoE share: an embedding, one layer of shared experts, and a tower per task."""
+"""What OMoE and MMoE share: an input encoder, one layer of shared experts, and a tower per task."""
 
 from __future__ import annotations
 
@@ -9,10 +9,11 @@ from torch import nn
 from mtlrec.data.schema import Schema
 from mtlrec.models.base import Architecture
 from mtlrec.models.blocks.experts import ExpertLayer
+from mtlrec.models.inputs.encoder import InputEncoder
 
 
 class MixtureOfExperts(Architecture):
-    """Embedding → E shared experts (one batched op) → gate(s) → towers.
+    """Encoder → E shared experts (one batched op) → gate(s) → towers.
 
     Subclasses build their gate(s) in :meth:`build_gates`, called between the experts and the
     towers so parameters are created (and seeded) in the order of the network.
@@ -21,18 +22,17 @@ class MixtureOfExperts(Architecture):
     def __init__(
         self,
         schema: Schema,
-        field_sizes: Sequence[int],
-        embedding_dim: int = 8,
+        encoder: InputEncoder,
         num_experts: int = 8,
         expert_units: Sequence[int] = (16,),
         tower_units: Sequence[int] = (8,),
         gate_temperature: float = 1.0,
         dropout: float = 0.0,
     ):
-        super().__init__(schema, field_sizes)
-        self.embedding = self.make_embedding(embedding_dim)
-        self.experts = ExpertLayer(num_experts, self.embedding.output_dim, expert_units, dropout)
-        self.build_gates(self.embedding.output_dim, num_experts, gate_temperature)
+        super().__init__(schema, encoder)
+        self.encoder = encoder
+        self.experts = ExpertLayer(num_experts, self.input_dim, expert_units, dropout)
+        self.build_gates(self.input_dim, num_experts, gate_temperature)
         self.towers = self.make_towers(self.experts.output_dim, tower_units, dropout)
 
     def build_gates(self, in_dim: int, num_experts: int, temperature: float) -> None:

@@ -4,13 +4,14 @@ from __future__ import annotations
 
 from torch import nn
 
+from mtlrec.data.table import Batch
 from mtlrec.models.architectures.mixture import MixtureOfExperts
 from mtlrec.models.base import TaskOutputs
 from mtlrec.models.blocks.gate import Gate, mix
 
 
 class MMoE(MixtureOfExperts):
-    """Embedding → E shared experts; task k's tower sees Σ_e g_k(x)_e·f_e(x) (eq. 5–6).
+    """Encoder → E shared experts; task k's tower sees Σ_e g_k(x)_e·f_e(x) (eq. 5–6).
 
     No extra shared bottom sits under the experts (some variants hide one; the paper has none).
     """
@@ -18,8 +19,8 @@ class MMoE(MixtureOfExperts):
     def build_gates(self, in_dim: int, num_experts: int, temperature: float) -> None:
         self.gates = nn.ModuleDict({t: Gate(in_dim, num_experts, temperature) for t in self.task_names})
 
-    def forward(self, batch: dict) -> TaskOutputs:
-        x = self.embedding(batch)
+    def forward(self, batch: Batch) -> TaskOutputs:
+        x = self.encoder(batch)
         experts = self.experts(x)
         gates = {t: gate(x) for t, gate in self.gates.items()}
         logits = {t: self.towers[t](mix(experts, gates[t])) for t in self.task_names}

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from torch import nn
 
+from mtlrec.data.table import Batch
 from mtlrec.models.architectures.mixture import MixtureOfExperts
 from mtlrec.models.base import TaskOutputs
 from mtlrec.models.blocks.gate import Gate, mix
@@ -15,8 +16,8 @@ class OMoE(MixtureOfExperts):
     def build_gates(self, in_dim: int, num_experts: int, temperature: float) -> None:
         self.gate = Gate(in_dim, num_experts, temperature)
 
-    def forward(self, batch: dict) -> TaskOutputs:
-        x = self.embedding(batch)
+    def forward(self, batch: Batch) -> TaskOutputs:
+        x = self.encoder(batch)
         weights = self.gate(x)
         shared = mix(self.experts(x), weights)
         return self.outputs({t: tower(shared) for t, tower in self.towers.items()}, {"shared": weights})

@@ -8,9 +8,11 @@ import torch
 from torch import Tensor, nn
 
 from mtlrec.data.schema import Schema
+from mtlrec.data.table import Batch
 from mtlrec.models.base import Architecture, TaskOutputs
 from mtlrec.models.blocks.experts import ExpertLayer
 from mtlrec.models.blocks.gate import Gate, mix
+from mtlrec.models.inputs.encoder import InputEncoder
 
 
 class ExtractionLevel(nn.Module):
@@ -61,13 +63,12 @@ class ExtractionLevel(nn.Module):
 
 
 class PLE(Architecture):
-    """Embedding → ``num_levels`` extraction levels → a tower per task. ``num_levels=1`` is CGC."""
+    """Encoder → ``num_levels`` extraction levels → a tower per task. ``num_levels=1`` is CGC."""
 
     def __init__(
         self,
         schema: Schema,
-        field_sizes: Sequence[int],
-        embedding_dim: int = 8,
+        encoder: InputEncoder,
         num_levels: int = 2,
         specific_experts: int = 2,
         shared_experts: int = 2,
@@ -76,13 +77,13 @@ class PLE(Architecture):
         gate_temperature: float = 1.0,
         dropout: float = 0.0,
     ):
-        super().__init__(schema, field_sizes)
+        super().__init__(schema, encoder)
         if num_levels < 1:
             raise ValueError(f"arch.num_levels must be >= 1, got {num_levels}")
         if specific_experts < 1 or shared_experts < 1:
             raise ValueError("arch.specific_experts and arch.shared_experts must be >= 1")
-        self.embedding = self.make_embedding(embedding_dim)
-        in_dim, levels = self.embedding.output_dim, []
+        self.encoder = encoder
+        in_dim, levels = self.input_dim, []
         for i in range(num_levels):
             levels.append(
                 ExtractionLevel(
@@ -94,8 +95,8 @@ class PLE(Architecture):
         self.levels = nn.ModuleList(levels)
         self.towers = self.make_towers(in_dim, tower_units, dropout)
 
-    def forward(self, batch: dict) -> TaskOutputs:
-        x = self.embedding(batch)
+    def forward(self, batch: Batch) -> TaskOutputs:
+        x = self.encoder(batch)
         task_inputs, shared_input, gates = x, x, {}
         for i, level in enumerate(self.levels):
             task_inputs, shared_input, weights, shared_w = level(task_inputs, shared_input)
@@ -124,6 +125,6 @@ class PLE(Architecture):
 class CGC(PLE):
     """Customized Gate Control: PLE with a single extraction level (PLE paper §4.2)."""
 
-    def __init__(self, schema: Schema, field_sizes: Sequence[int], **kwargs):
+    def __init__(self, schema: Schema, encoder: InputEncoder, **kwargs):
         kwargs.pop("num_levels", None)
-        super().__init__(schema, field_sizes, num_levels=1, **kwargs)
+        super().__init__(schema, encoder, num_levels=1, **kwargs)

@@ -7,31 +7,32 @@ from collections.abc import Sequence
 from torch import nn
 
 from mtlrec.data.schema import Schema
+from mtlrec.data.table import Batch
 from mtlrec.models.base import Architecture, TaskOutputs
 from mtlrec.models.blocks.mlp import MLP
+from mtlrec.models.inputs.encoder import InputEncoder
 
 
 class SharedBottom(Architecture):
-    """Embedding → shared bottom MLP → a tower per task (hard parameter sharing)."""
+    """Encoder → shared bottom MLP → a tower per task (hard parameter sharing)."""
 
     def __init__(
         self,
         schema: Schema,
-        field_sizes: Sequence[int],
-        embedding_dim: int = 8,
+        encoder: InputEncoder,
         bottom_units: Sequence[int] = (64,),
         tower_units: Sequence[int] = (8,),
         dropout: float = 0.0,
     ):
-        super().__init__(schema, field_sizes)
+        super().__init__(schema, encoder)
         if not bottom_units:
             raise ValueError("arch.bottom_units must list at least one layer width")
-        self.embedding = self.make_embedding(embedding_dim)
-        self.bottom = MLP(self.embedding.output_dim, bottom_units, dropout)
+        self.encoder = encoder
+        self.bottom = MLP(self.input_dim, bottom_units, dropout)
         self.towers = self.make_towers(self.bottom.output_dim, tower_units, dropout)
 
-    def forward(self, batch: dict) -> TaskOutputs:
-        shared = self.bottom(self.embedding(batch))
+    def forward(self, batch: Batch) -> TaskOutputs:
+        shared = self.bottom(self.encoder(batch))
         return self.outputs({t: tower(shared) for t, tower in self.towers.items()})
 
     def task_specific_modules(self) -> list[nn.Module]:

@@ -7,32 +7,37 @@ from collections.abc import Sequence
 from torch import nn
 
 from mtlrec.data.schema import Schema
+from mtlrec.data.table import Batch
 from mtlrec.models.base import Architecture, TaskOutputs
 from mtlrec.models.blocks.mlp import MLP, Tower
+from mtlrec.models.inputs.encoder import InputEncoder
 
 
 class SingleTask(Architecture):
-    """Each task has its own embedding table, hidden MLP and head; nothing is shared."""
+    """Each task has its own input encoder, hidden MLP and head; nothing is shared.
+
+    The first task takes the injected encoder; every other task gets a copy of it with its own
+    freshly drawn weights.
+    """
 
     def __init__(
         self,
         schema: Schema,
-        field_sizes: Sequence[int],
-        embedding_dim: int = 8,
+        encoder: InputEncoder,
         hidden_units: Sequence[int] = (64,),
         tower_units: Sequence[int] = (8,),
         dropout: float = 0.0,
     ):
-        super().__init__(schema, field_sizes)
+        super().__init__(schema, encoder)
         self.nets = nn.ModuleDict()
-        for task in self.task_names:
-            embedding = self.make_embedding(embedding_dim)
-            body = MLP(embedding.output_dim, hidden_units, dropout)
+        for k, task in enumerate(self.task_names):
+            own = encoder if k == 0 else encoder.fresh_copy()
+            body = MLP(own.output_dim, hidden_units, dropout)
             tower = Tower(body.output_dim, tower_units, self.logit_dims[task], dropout)
-            self.nets[task] = nn.ModuleDict({"embedding": embedding, "body": body, "tower": tower})
+            self.nets[task] = nn.ModuleDict({"encoder": own, "body": body, "tower": tower})
 
-    def forward(self, batch: dict) -> TaskOutputs:
-        logits = {t: net["tower"](net["body"](net["embedding"](batch))) for t, net in self.nets.items()}
+    def forward(self, batch: Batch) -> TaskOutputs:
+        logits = {t: net["tower"](net["body"](net["encoder"](batch))) for t, net in self.nets.items()}
         return self.outputs(logits)
 
     def task_specific_modules(self) -> list[nn.Module]:

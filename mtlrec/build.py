@@ -1,0 +1,68 @@
+"""The one place that turns a composed config into a datamodule, an encoder, an architecture and a
+LightningModule. ``mtlrec-train``, :class:`mtlrec.predict.RunScorer`, the benchmark and the tests all
+build through here, so a run is scored with exactly the model it trained.
+
+The ``data`` group instantiates a dataset builder (a :class:`~mtlrec.data.raw.RawDataset`); its
+``loader`` key holds batch sizes. The ``encoder`` group is a partial taking the fitted
+preprocessing; the ``arch`` group a partial taking the fitted schema and the encoder.
+"""
+
+from __future__ import annotations
+
+from hydra.errors import InstantiationException
+from hydra.utils import instantiate
+from omegaconf import DictConfig, OmegaConf
+
+from mtlrec.data.datamodule import TabularDataModule
+from mtlrec.data.preprocess import Preprocessor
+from mtlrec.data.schema import Schema
+from mtlrec.models.base import Architecture
+from mtlrec.models.inputs.encoder import InputEncoder
+from mtlrec.training.module import MultiTaskModule
+
+LOADER_OPTIONS = ("batch_size", "eval_batch_size")
+
+
+def _instantiate(node, **kwargs):
+    """``hydra.utils.instantiate``, but an error raised by the target itself comes out as it was
+    raised (Hydra wraps it in an ``InstantiationException`` whose text is the exception's repr, so
+    a one-line message about a file or column would reach the user as a multi-line dump)."""
+    try:
+        return instantiate(node, _convert_="all", **kwargs)
+    except InstantiationException as err:
+        if err.__cause__ is not None:
+            raise err.__cause__ from None
+        raise
+
+
+def build_datamodule(cfg: DictConfig) -> TabularDataModule:
+    data_cfg = OmegaConf.to_container(cfg.data, resolve=True)
+    loader = data_cfg.pop("loader", {}) or {}
+    unknown = sorted(set(loader) - set(LOADER_OPTIONS))
+    if unknown:
+        raise ValueError(f"data.loader: unknown option(s) {unknown}; the options are {', '.join(LOADER_OPTIONS)}")
+    raw = _instantiate(data_cfg)
+    datamodule = TabularDataModule(raw, seed=cfg.seed, **loader)
+    datamodule.setup()
+    return datamodule
+
+
+def build_input_encoder(cfg: DictConfig, preprocessor: Preprocessor) -> InputEncoder:
+    return _instantiate(cfg.encoder)(preprocessor=preprocessor)
+
+
+def build_architecture(cfg: DictConfig, schema: Schema, preprocessor: Preprocessor) -> Architecture:
+    """The encoder is built first, then the layers above it: parameters are drawn in network order."""
+    encoder = build_input_encoder(cfg, preprocessor)
+    return _instantiate(cfg.arch)(schema=schema, encoder=encoder)
+
+
+def build_module(cfg: DictConfig, datamodule: TabularDataModule) -> MultiTaskModule:
+    schema = datamodule.schema
+    return MultiTaskModule(
+        schema,
+        build_architecture(cfg, schema, datamodule.preprocessor),
+        weighting=_instantiate(cfg.weighting),
+        optimizer=instantiate(cfg.optimizer),
+        labelled_counts=datamodule.labelled_counts(),
+    )

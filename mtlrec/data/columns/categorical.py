@@ -1,0 +1,74 @@
+"""Categorical features: a vocabulary per field, all fields as ids into one fused table."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+from torch import Tensor
+
+from mtlrec.data.columns.base import ColumnTransformer
+
+OOV = 0  # id 0 of every field is "not seen in training"
+MISSING = "<missing>"  # a missing categorical value is a category of its own
+
+
+def category_keys(values: pd.Series) -> pd.Series:
+    """Categorical values as stable string keys.
+
+    An integer-coded column that has a gap in one split is float there (1 -> 1.0): keys are made
+    from the integer form so "1" in training still matches that split's "1.0".
+    """
+    if pd.api.types.is_float_dtype(values):
+        present = values.dropna()
+        if len(present) and bool((present == np.round(present)).all()):
+            values = values.astype("Int64")
+    keys = values.astype(str)
+    return keys.where(values.notna(), MISSING)
+
+
+class CategoricalColumns(ColumnTransformer):
+    """Every categorical field as one ``[N, F]`` int64 matrix of *global* ids.
+
+    Field j's ids are offset by the sizes of the fields before it, so one embedding table serves
+    all fields with a single gather per batch. Values seen fewer than ``min_count`` times in
+    training, and values never seen, share the field's out-of-vocabulary id.
+    """
+
+    kind = "categorical"
+    fused = True
+    option_defaults = {"min_count": 1}
+
+    def fit(self, frame: pd.DataFrame, split: str) -> None:
+        self.vocabularies: dict[str, list[str]] = {}
+        for spec in self.specs:
+            counts = category_keys(frame[spec.name]).value_counts()
+            kept = counts[counts >= int(self.option(spec, "min_count"))].index
+            self.vocabularies[spec.name] = sorted(map(str, kept))
+        self.fitted = True
+
+    @property
+    def field_sizes(self) -> list[int]:
+        """Ids per field, OOV included, in schema order."""
+        return [len(self.vocabularies[s.name]) + 1 for s in self.specs]
+
+    def transform(self, frame: pd.DataFrame, split: str) -> Tensor:
+        offsets = np.cumsum([0] + self.field_sizes[:-1])
+        ids = np.empty((len(frame), len(self.specs)), dtype=np.int64)
+        for j, spec in enumerate(self.specs):
+            codes = pd.Categorical(category_keys(frame[spec.name]), categories=self.vocabularies[spec.name]).codes
+            ids[:, j] = codes.astype(np.int64) + 1 + offsets[j]  # unseen -> -1 -> OOV (0)
+        return torch.from_numpy(ids)
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"vocabularies": self.vocabularies}
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        self.vocabularies = {k: list(v) for k, v in state["vocabularies"].items()}
+        self.fitted = True
+
+    def encoder_args(self) -> dict[str, Any]:
+        return {"field_sizes": self.field_sizes}

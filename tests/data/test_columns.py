@@ -1,0 +1,104 @@
+"""Per-kind column transformers and label encoders: fit on training only, exact ids, the state
+round trip, and the errors that name the column and the row."""
+
+from __future__ import annotations
+
+import pandas as pd
+import pytest
+import torch
+
+from mtlrec.data.columns.tokens import FIRST_TOKEN_ID, OOV, PAD, MultiHotColumn, TextColumn
+from mtlrec.data.labels import label_encoder
+from mtlrec.data.preprocess import Preprocessor
+from mtlrec.data.schema import FeatureSpec, Schema, SchemaError, TaskSpec
+from mtlrec.models.inputs.token_bag import TokenBag
+
+
+def _fit(cls, values, **options):
+    t = cls([FeatureSpec("f", cls.kind, options)])
+    t.fit(pd.DataFrame({"f": values}), "train")
+    return t
+
+
+def test_multi_hot_ids_padding_oov_and_duplicates() -> None:
+    t = _fit(MultiHotColumn, ["drama|comedy", " comedy | drama |comedy", "", None, "horror"])
+    assert t.vocabulary == ["comedy", "drama", "horror"] and t.width == 2  # duplicates count once
+    ids = t.transform(pd.DataFrame({"f": ["comedy|western", "", None, "horror|drama|comedy"]}), "val")
+    c, d, h = (FIRST_TOKEN_ID + i for i in range(3))
+    assert ids.tolist() == [[c, OOV], [PAD, PAD], [PAD, PAD], [h, d]]  # cut to the training width
+
+
+def test_multi_hot_pooling_equals_the_hand_computation() -> None:
+    t = _fit(MultiHotColumn, ["a|b|c", "b", ""], separator="|")
+    ids = t.transform(pd.DataFrame({"f": ["a|c", "b", "", "zzz"]}), "val")
+    torch.manual_seed(0)
+    bag = TokenBag(**t.encoder_args(), embedding_dim=4)
+    W = bag.bag.weight.detach()
+    a, b, c = (FIRST_TOKEN_ID + i for i in range(3))
+    expected = torch.stack([(W[a] + W[c]) / 2, W[b], torch.zeros(4), W[OOV]])
+    torch.testing.assert_close(bag(ids), expected)
+
+
+def test_multi_hot_options_and_a_cell_that_is_not_a_list() -> None:
+    t = _fit(MultiHotColumn, ["a;b", "b;c", "b"], separator=";", min_count=2)
+    assert t.vocabulary == ["b"]
+    t = _fit(MultiHotColumn, ["a|b", "b|c", "b|a", "b"], max_vocab=2, max_tokens=1)
+    assert t.vocabulary == ["a", "b"] and t.width == 1  # the two most frequent tags
+    with pytest.raises(SchemaError, match=r"multi-hot feature 'f': row 7 holds 3\.5"):
+        t.transform(pd.DataFrame({"f": ["a", 3.5]}, index=[6, 7]), "val")
+
+
+def test_text_tokens_lower_case_words_in_order() -> None:
+    t = _fit(TextColumn, ["Love it! It's soft.", "it runs small", "LOVE"], max_tokens=4)
+    assert t.vocabulary == ["it", "love"]  # words seen twice (min_count 2 by default)
+    assert t.tokens(pd.Series(["Love it! It's soft."])).tolist() == [["love", "it", "it's", "soft"]]
+    ids = t.transform(pd.DataFrame({"f": ["love, love it", None]}), "val")
+    v = {w: FIRST_TOKEN_ID + i for i, w in enumerate(t.vocabulary)}
+    assert ids.tolist() == [[v["love"], v["love"], v["it"], PAD], [PAD] * 4]
+
+
+def test_token_state_round_trips() -> None:
+    t = _fit(TextColumn, ["a b", "b c", "a"], min_count=1)
+    twin = TextColumn([FeatureSpec("f", "text", {"min_count": 1})])
+    twin.load_state_dict(t.state_dict())
+    frame = pd.DataFrame({"f": ["c a zz", "b"]})
+    assert torch.equal(twin.transform(frame, "x"), t.transform(frame, "x"))
+
+
+@pytest.mark.parametrize("kind, options, message", [
+    ("numeric", {"log": True}, "unknown option"),
+    ("text", {"separator": "|"}, "unknown option"),
+    ("image", {}, "kind 'image' is not supported"),
+])
+def test_feature_options_are_checked_by_the_kind(kind, options, message) -> None:
+    with pytest.raises(SchemaError, match=message):
+        FeatureSpec("f", kind, options)
+
+
+def test_multilabel_tags_fit_on_training_unseen_ignored_empty_is_no_tag() -> None:
+    enc = label_encoder(TaskSpec("tags", "multilabel", "tags", separator=","))
+    enc.fit(pd.Series(["knit,sale", "dress", None, ""]), "train")
+    assert enc.fitted_task().classes == ("dress", "knit", "sale") and enc.fitted_task().logit_dim == 3
+    y = enc.transform(pd.Series(["sale,brand-new", "", None]), "val")
+    assert y.tolist() == [[0, 0, 1], [0, 0, 0], [0, 0, 0]]
+    with pytest.raises(SchemaError, match=r"row 12 holds the malformed tag list 'knit,,sale'"):
+        enc.transform(pd.Series(["knit", "knit,,sale"], index=[11, 12]), "val")
+
+
+def test_multiclass_labels_by_declared_classes() -> None:
+    enc = label_encoder(TaskSpec("dept", "multiclass", "dept", classes=("Tops", "Dresses")))
+    assert enc.transform(pd.Series(["Dresses", "Tops"]), "train").tolist() == [1, 0]
+    with pytest.raises(SchemaError, match=r"row 4 holds 'Jackets', which is not one of the declared classes"):
+        enc.transform(pd.Series(["Tops", "Jackets"], index=[3, 4]), "val")
+    stars = label_encoder(TaskSpec("stars", "multiclass", "rating", classes=(1, 2, 3, 4, 5)))
+    assert stars.transform(pd.Series([5, 1, 3.0]), "train").tolist() == [4, 0, 2]  # "3.0" matches class 3
+
+
+def test_preprocessor_saves_the_fitted_tags_and_reloads_them(tmp_path) -> None:
+    schema = Schema((FeatureSpec("x", "numeric"),), (TaskSpec("tags", "multilabel", "tags"),), "tags")
+    frame = pd.DataFrame({"x": [1.0, 2.0, 3.0], "tags": ["b|a", "a", ""]})
+    pre = Preprocessor(schema).fit(frame)
+    assert pre.fitted_schema.task("tags").classes == ("a", "b")
+    pre.save(tmp_path / "p.json")
+    again = Preprocessor.load(tmp_path / "p.json", pre.fitted_schema)
+    assert torch.equal(again.transform(frame).labels["tags"], pre.transform(frame).labels["tags"])

@@ -1,0 +1,109 @@
+"""The input side: per-kind encoder layers against hand computations, and the encoder built from a
+fitted preprocessing (layout, widths, independence of copies)."""
+
+from __future__ import annotations
+
+import pandas as pd
+import pytest
+import torch
+
+from mtlrec.data.preprocess import Preprocessor
+from mtlrec.data.schema import FeatureSpec, Schema, TaskSpec
+from mtlrec.data.table import Batch
+from mtlrec.models.inputs.categorical import CategoricalEmbedding
+from mtlrec.models.inputs.encoder import InputEncoder, build_encoder
+from mtlrec.models.inputs.numeric import NumericInput
+from mtlrec.models.inputs.token_bag import TokenBag
+
+
+def test_categorical_embedding_is_one_fused_table() -> None:
+    torch.manual_seed(7)
+    emb = CategoricalEmbedding([3, 4], embedding_dim=5)
+    assert emb.output_dim == 10 and emb.table.num_embeddings == 7
+    out = emb(torch.tensor([[0, 3], [2, 6]]))
+    W = emb.table.weight
+    torch.testing.assert_close(out[0], torch.cat([W[0], W[3]]))
+    torch.testing.assert_close(out[1], torch.cat([W[2], W[6]]))
+    with pytest.raises(ValueError, match="embedding_dim must be >= 1"):
+        CategoricalEmbedding([2], embedding_dim=0)
+
+
+@pytest.mark.parametrize("mode", ["mean", "sum", "max"])
+def test_token_bag_pools_only_real_tokens(mode) -> None:
+    torch.manual_seed(0)
+    bag = TokenBag(6, embedding_dim=3, mode=mode)
+    W = bag.bag.weight.detach()
+    assert torch.equal(W[0], torch.zeros(3))  # padding row
+    ids = torch.tensor([[2, 5, 0, 0], [3, 0, 0, 0], [1, 4, 4, 2], [0, 0, 0, 0]])
+    out = bag(ids)
+    pool = {"mean": lambda r: r.mean(0), "sum": lambda r: r.sum(0), "max": lambda r: r.max(0).values}[mode]
+    expected = [pool(W[[2, 5]]), pool(W[[3]]), pool(W[[1, 4, 4, 2]]), torch.zeros(3)]  # empty row -> 0
+    torch.testing.assert_close(out, torch.stack(expected))
+
+
+def test_token_bag_padding_gets_no_gradient() -> None:
+    bag = TokenBag(5, embedding_dim=2)
+    bag(torch.tensor([[2, 0], [0, 0]])).sum().backward()
+    grad = bag.bag.weight.grad
+    assert torch.equal(grad[0], torch.zeros(2)) and grad[2].abs().sum() > 0
+
+
+def _schema() -> Schema:
+    return Schema(
+        features=(
+            FeatureSpec("tags", "multi_hot"),
+            FeatureSpec("age", "numeric"),
+            FeatureSpec("review", "text", {"min_count": 1}),
+            FeatureSpec("shop", "categorical"),
+        ),
+        tasks=(TaskSpec("y", "binary", "y"),),
+        main_task="y",
+    )
+
+
+def _frame() -> pd.DataFrame:
+    return pd.DataFrame({
+        "tags": ["a|b", "", "b", None], "age": [20.0, 30.0, 40.0, 50.0],
+        "review": ["Nice dress", "nice", "too small", ""], "shop": ["x", "y", "x", "z"], "y": [1, 0, 1, 0],
+    })
+
+
+def test_encoder_layout_is_by_kind_then_schema_order_and_matches_its_layers() -> None:
+    pre = Preprocessor(_schema()).fit(_frame())
+    assert list(pre.transformers) == ["categorical", "numeric", "tags", "review"]
+    torch.manual_seed(0)
+    enc = build_encoder(pre, embedding_dim=3, kinds={"text": {"embedding_dim": 5, "mode": "sum"}})
+    assert enc.output_dim == 3 + 1 + 3 + 5
+    table = pre.transform(_frame())
+    batch = table[torch.arange(4)]
+    out = enc(batch)
+    layers = enc.layers
+    parts = [layers["categorical"](batch.features["categorical"]), batch.features["numeric"],
+             layers["tags"](batch.features["tags"]), layers["review"](batch.features["review"])]
+    torch.testing.assert_close(out, torch.cat(parts, dim=1))
+    assert layers["review"].bag.mode == "sum"
+
+
+def test_encoder_rejects_unknown_kind_options() -> None:
+    pre = Preprocessor(_schema()).fit(_frame())
+    with pytest.raises(ValueError, match="encoder.kinds: unknown feature kind"):
+        build_encoder(pre, kinds={"image": {}})
+    with pytest.raises(ValueError, match="encoder.kinds.text"):
+        build_encoder(pre, kinds={"text": {"pooling": "mean"}})
+
+
+def test_fresh_copy_has_same_structure_and_new_weights() -> None:
+    pre = Preprocessor(_schema()).fit(_frame())
+    enc = build_encoder(pre)
+    twin = enc.fresh_copy()
+    assert twin.output_dim == enc.output_dim and twin.keys == enc.keys
+    assert not torch.equal(twin.layers["categorical"].table.weight, enc.layers["categorical"].table.weight)
+    assert twin.layers["tags"].bag.weight.data_ptr() != enc.layers["tags"].bag.weight.data_ptr()
+
+
+def test_numeric_only_encoder_and_empty_encoder() -> None:
+    enc = InputEncoder({"numeric": NumericInput(3)})
+    x = torch.randn(4, 3)
+    assert torch.equal(enc(Batch({"numeric": x}, num_rows=4)), x)
+    with pytest.raises(ValueError, match="no features"):
+        InputEncoder({})
