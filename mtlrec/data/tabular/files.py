@@ -1,0 +1,203 @@
+"""The files of a declared dataset: where they are, how they are read.
+
+**The format does not change the data.** The same table as CSV, TSV or Parquet gives the same
+frame, dtypes included (numbers become int64/float64 whatever the file stored), so a model
+trained on one export scores another. A missing file is downloaded when a checksum says which
+file is wanted, and a TSV read as CSV (or any other likely delimiter mix-up) is named as such
+instead of giving a one-column frame.
+"""
+
+from __future__ import annotations
+
+import csv
+import warnings
+import zlib
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+from pandas.api import types as ptypes
+
+from mtlrec.data.download import DatasetNotFoundError, fetch
+from mtlrec.data.schema import SchemaError
+from mtlrec.data.tabular.options import checked_column, checked_entry, checked_options, one_line
+
+READER_DEFAULTS: dict[str, Any] = {
+    "format": "auto", "delimiter": None, "header": True, "names": None, "rename": {}, "encoding": "utf-8",
+}  # fmt: skip
+DOWNLOAD_KEYS = ("url", "sha256", "md5", "gunzip_md5")
+
+COMPRESSIONS = (".gz", ".bz2", ".xz", ".zip", ".zst")
+SUFFIX_FORMATS = {".csv": "csv", ".tsv": "tsv", ".tab": "tsv", ".parquet": "parquet", ".pq": "parquet"}
+DEFAULT_DELIMITERS = {"csv": ",", "tsv": "\t"}
+LIKELY_DELIMITERS = {"\t": "tab", ",": "comma", ";": "semicolon", "|": "pipe"}
+
+
+def locate(given: object, root: str | None, option: str, download: Mapping | None) -> Path:
+    """The path of ``given`` under ``root``; downloaded first when missing and ``download`` says how."""
+    path = Path(str(given)).expanduser()
+    if root is not None and not path.is_absolute():
+        path = Path(str(root)).expanduser() / path
+    if path.is_file():
+        return path
+    if download:
+        spec = checked_entry(download, DOWNLOAD_KEYS, ("url",), f"{option} download")
+        checksums = {k: v for k, v in spec.items() if k != "url" and v}
+        if not checksums:
+            raise SchemaError(
+                f"{option} download: give sha256 (or md5 / gunzip_md5) of {path.name}, so that an error page "
+                f"or another file version is never parsed as the data"
+            )
+        return fetch(spec["url"], path, **checksums)
+    where = f" (data.root={root})" if root is not None else ""
+    raise DatasetNotFoundError(
+        f"{option}: file {str(given)!r} not found at {path.absolute()}{where}; fix the path, set data.root to the "
+        f"folder that holds it, or give data.download {{url: ..., sha256: ...}} to fetch it"
+    )
+
+
+def _file_format(path: Path, declared: str, option: str) -> str:
+    if declared != "auto":
+        if declared not in ("csv", "tsv", "parquet"):
+            raise SchemaError(f"{option}.format: {declared!r} is not a format; use auto, csv, tsv or parquet")
+        return declared
+    suffixes = [s.lower() for s in path.suffixes]
+    compressed = bool(suffixes) and suffixes[-1] in COMPRESSIONS
+    kind = SUFFIX_FORMATS.get(suffixes[-2 if compressed else -1]) if len(suffixes) > compressed else None
+    if kind is None or (kind == "parquet" and compressed):
+        raise SchemaError(
+            f"{option}.format: cannot tell the format of {path} from its name; set {option}.format: csv, tsv "
+            f"or parquet (csv/tsv may be compressed: {', '.join(COMPRESSIONS)})"
+        )
+    return kind
+
+
+def read_table(path: Path, given: Mapping | None, option: str) -> pd.DataFrame:
+    """One file as a frame with normalised dtypes, ``rename`` applied, index 0..N-1."""
+    opts = checked_options(given, READER_DEFAULTS, option)
+    fmt = _file_format(path, opts["format"], option)
+    frame = _read_parquet(path, opts, option) if fmt == "parquet" else _read_text(path, fmt, opts, option)
+    frame = _normalise_dtypes(frame).reset_index(drop=True)
+    return _rename(frame, dict(opts["rename"] or {}), path, option)
+
+
+def _read_parquet(path: Path, opts: Mapping, option: str) -> pd.DataFrame:
+    for key in ("delimiter", "names"):
+        if opts[key] is not None:
+            raise SchemaError(f"{option}.{key} does not apply to the parquet file {path}; remove it (rename works)")
+    if not opts["header"]:
+        raise SchemaError(f"{option}.header: false does not apply to the parquet file {path}; remove it")
+    try:
+        return pd.read_parquet(path, engine="pyarrow")
+    except Exception as err:  # pyarrow raises its own error types for a damaged or foreign file
+        raise SchemaError(
+            f"{path}: not a readable parquet file ({one_line(err)}); check the file or {option}.format"
+        ) from None
+
+
+def _read_text(path: Path, fmt: str, opts: Mapping, option: str) -> pd.DataFrame:
+    """A CSV/TSV file with pandas' default type inference (what a user sees in a notebook).
+
+    ``index_col=False`` stops pandas from silently turning a first column into the index when
+    rows have one field more than the header; that mismatch, like any other, is an error here.
+    """
+    sep = opts["delimiter"] if opts["delimiter"] is not None else DEFAULT_DELIMITERS[fmt]
+    if not opts["header"] and not opts["names"]:
+        raise SchemaError(f"{option}.header: false needs {option}.names (the column names in file order) for {path}")
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", pd.errors.ParserWarning)
+            frame = pd.read_csv(
+                path,
+                sep=sep,
+                header=0 if opts["header"] else None,
+                names=list(opts["names"]) if opts["names"] else None,
+                index_col=False,
+                encoding=opts["encoding"],
+            )
+    except UnicodeDecodeError as err:
+        raise SchemaError(
+            f"{path}: not readable as {opts['encoding']} ({one_line(err)}); set {option}.encoding (e.g. latin-1)"
+        ) from None
+    except (pd.errors.ParserError, pd.errors.ParserWarning, pd.errors.EmptyDataError) as err:
+        _check_delimiter(path, sep, opts["encoding"], option)
+        raise SchemaError(
+            f"{path}: cannot be parsed with {option}.delimiter {sep!r} ({one_line(err)}); check the delimiter, "
+            f"the quoting and {option}.names"
+        ) from None
+    except (OSError, EOFError, zlib.error, ImportError, ValueError) as err:
+        raise SchemaError(f"{path}: cannot be read ({one_line(err)}); check the file and its compression") from None
+    if _looks_single_column(frame, opts):
+        _check_delimiter(path, sep, opts["encoding"], option)
+    return frame
+
+
+def _looks_single_column(frame: pd.DataFrame, opts: Mapping) -> bool:
+    if opts["header"]:
+        return frame.shape[1] == 1
+    return frame.shape[1] > 1 and len(frame) > 0 and bool(frame.iloc[:, 1:].isna().all().all())
+
+
+def _check_delimiter(path: Path, sep: str, encoding: str, option: str) -> None:
+    """Raise when the first line holds another likely delimiter (a TSV read as CSV, …)."""
+    line = _first_line(path, encoding)
+    counts = {d: line.count(d) for d in LIKELY_DELIMITERS if d != sep}
+    best = max(counts, key=counts.__getitem__) if counts else None
+    if best is not None and counts[best] > 0:
+        raise SchemaError(
+            f"{path}: {option}.delimiter {sep!r} gives a single column, but the first line {line[:60]!r} looks "
+            f"{LIKELY_DELIMITERS[best]}-separated; set {option}.delimiter: {_yaml_string(best)}"
+        )
+
+
+def _first_line(path: Path, encoding: str) -> str:
+    """The first line, through pandas so every compression it reads is handled (an unused
+    separator and no quoting make the whole line one cell)."""
+    try:
+        cell = pd.read_csv(
+            path, sep="\x1e", header=None, nrows=1, engine="python", quoting=csv.QUOTE_NONE,
+            encoding=encoding, dtype=str, keep_default_na=False,
+        ).iloc[0, 0]  # fmt: skip
+    except Exception:  # an unreadable first line: no hint, the caller's error stands
+        return ""
+    return str(cell)
+
+
+def _yaml_string(text: str) -> str:
+    return '"\\t"' if text == "\t" else f'"{text}"'
+
+
+def _normalise_dtypes(frame: pd.DataFrame) -> pd.DataFrame:
+    """Integers as int64 (float64 when a value is missing, as a CSV read gives them), floats as
+    float64, category-coded and nullable columns as plain ones: Parquet keeps whatever the
+    writer used (int32, Int64, dictionary-coded strings), CSV never does."""
+    if not len(frame.columns):
+        return frame
+    return pd.concat([_normalise_column(frame.iloc[:, i]) for i in range(frame.shape[1])], axis=1)
+
+
+def _normalise_column(s: pd.Series) -> pd.Series:
+    if isinstance(s.dtype, pd.CategoricalDtype):
+        s = s.astype(s.cat.categories.dtype) if s.notna().all() else s.astype(object).infer_objects()
+    if ptypes.is_bool_dtype(s.dtype):
+        return s.astype("float64") if s.isna().any() else s.astype(bool)
+    if ptypes.is_integer_dtype(s.dtype):
+        return s.astype("float64") if s.isna().any() else s.astype("int64")
+    if ptypes.is_float_dtype(s.dtype):
+        return s.astype("float64")
+    if isinstance(s.dtype, pd.StringDtype) and s.dtype.na_value is pd.NA:
+        return s.astype("str")
+    if s.dtype == object and s.isna().all():
+        return s.astype("float64")
+    return s
+
+
+def _rename(frame: pd.DataFrame, rename: dict, path: Path, option: str) -> pd.DataFrame:
+    for raw in rename:
+        checked_column(frame, raw, f"{option}.rename", str(path))
+    frame = frame.rename(columns=rename)
+    dup = sorted({str(c) for c in frame.columns if list(frame.columns).count(c) > 1})
+    if dup:
+        raise SchemaError(f"{path}: column name(s) {dup} appear twice (after {option}.rename); rename one of them")
+    return frame

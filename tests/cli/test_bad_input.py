@@ -1,0 +1,156 @@
+"""Bad input stops ``mtlrec-train`` with exactly one line on stderr that names the file, the column
+(and the row, counted from 0 in the file's data rows) and the fix; the exit status is non-zero and
+no results.json is written. One test per case of the input-side issue, through the real entry point
+with a user's config folder (``--config-dir``), on a small dataset declared in YAML.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+SHOP_YAML = """\
+defaults:
+  - tabular
+  - _self_
+name: shop
+root: {root}
+files: shop.csv
+joins:
+  - {{path: users.csv, key: user_id}}
+split: {{kind: column, column: split}}
+derived:
+  like: {{from: score, op: ">=", value: 6}}
+features:
+  categorical: [user_id, item]
+  numeric: [price, age]
+  multi_hot: [tags]
+  text: [{{name: review, min_count: 1}}]
+tasks:
+  - {{name: like, kind: binary, label: like}}
+  - {{name: bought, kind: binary, label: bought}}
+  - {{name: stars, kind: multiclass, label: rating, classes: [1, 2, 3, 4, 5]}}
+  - {{name: interests, kind: multilabel, label: interests}}
+  - {{name: spend, kind: regression, label: spend}}
+main_task: like
+loader: {{batch_size: 32, eval_batch_size: 256}}
+"""
+
+
+def shop_frames(n: int = 120) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """A valid dataset: every split holds both values of each binary label."""
+    rng = np.random.default_rng(0)
+    split = np.array(["train"] * 80 + ["val"] * 20 + ["test"] * 20)
+    rating = np.tile([1, 2, 3, 4, 5], n // 5)
+    shop = pd.DataFrame({
+        "order_id": np.arange(n), "user_id": [f"u{i % 12}" for i in range(n)], "item": rng.choice(["a", "b", "c"], n),
+        "price": rng.uniform(5, 50, n).round(2), "tags": rng.choice(["red|big", "blue", "", "red"], n),
+        "review": rng.choice(["great dress", "too small", "love it", "returned it"], n), "rating": rating,
+        "score": np.tile(np.arange(11), n // 11 + 1)[:n],
+        "bought": np.tile([0, 1], n // 2), "spend": rng.uniform(0, 100, n).round(2),
+        "interests": rng.choice(["x|y", "y", "z", ""], n), "split": split,
+    })
+    users = pd.DataFrame({"user_id": [f"u{i}" for i in range(12)], "age": rng.integers(18, 70, 12)})
+    return shop, users
+
+
+def _write(folder: Path, shop: pd.DataFrame, users: pd.DataFrame) -> Path:
+    """The data files and conf/data/shop.yaml under ``folder``; returns the config dir."""
+    folder.mkdir(parents=True, exist_ok=True)
+    shop.to_csv(folder / "shop.csv", index=False)
+    users.to_csv(folder / "users.csv", index=False)
+    conf = folder / "conf"
+    (conf / "data").mkdir(parents=True, exist_ok=True)
+    (conf / "data" / "shop.yaml").write_text(SHOP_YAML.format(root=folder))
+    return conf
+
+
+def _train(conf: Path, run_dir: Path, *overrides: str) -> subprocess.CompletedProcess:
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    env.pop("HYDRA_FULL_ERROR", None)
+    cmd = [sys.executable, "-m", "mtlrec.train", "--config-dir", str(conf), "data=shop", "arch=shared_bottom",
+           "trainer.max_epochs=1", f"hydra.run.dir={run_dir}", *overrides]
+    return subprocess.run(cmd, cwd=run_dir.parent, env=env, capture_output=True, text=True, timeout=300)
+
+
+def _set(column: str, row: int, value) -> Callable[[pd.DataFrame, pd.DataFrame], None]:
+    def edit(shop: pd.DataFrame, users: pd.DataFrame) -> None:
+        shop[column] = shop[column].astype(object)
+        shop.loc[row, column] = value
+    return edit
+
+
+def _drop_user(shop: pd.DataFrame, users: pd.DataFrame) -> None:
+    users.drop(index=users.index[users.user_id == "u3"], inplace=True)
+
+
+def _no_test_rows(shop: pd.DataFrame, users: pd.DataFrame) -> None:
+    shop.loc[shop.split == "test", "split"] = "val"
+
+
+def _val_bought_all_zero(shop: pd.DataFrame, users: pd.DataFrame) -> None:
+    shop.loc[shop.split == "val", "bought"] = 0
+
+
+# case -> (edit of the files, extra overrides, what the one line must contain)
+CASES = {
+    "missing file": (None, ["data.files=nope.csv"], ["data.files", "nope.csv", "data.root"]),
+    "unknown column": (None, ["data.features.numeric=[prize,age]"], ["data.features.numeric", "'prize'",
+                                                                     "shop.csv", "did you mean 'price'"]),
+    "side-table key missing": (_drop_user, [], ["data.joins[0]", "users.csv", "'user_id'", "'u3'", "shop.csv"]),
+    "delimiter gives one column": (None, ["data.reader.delimiter=';'"], ["shop.csv", "delimiter ';'",
+                                                                       "comma-separated", 'delimiter: ","']),
+    "NaN label": (_set("bought", 7, np.nan), [], ["shop.csv", "'bought'", "missing value", "row 7", "mask"]),
+    "inf label": (_set("spend", 9, np.inf), [], ["shop.csv", "'spend'", "infinite", "row 9"]),
+    "multiclass label outside the classes": (_set("rating", 4, 6), [], ["shop.csv", "'rating'", "row 4", "6",
+                                                                        "declared classes"]),
+    "binary label not 0/1": (_set("bought", 5, 2), [], ["shop.csv", "'bought'", "0/1", "row 5", "holds 2"]),
+    "malformed multilabel cell": (_set("interests", 3, "x||y"), [], ["shop.csv", "'interests'", "row 3",
+                                                                     "malformed", "'x||y'"]),
+    "empty split": (_no_test_rows, [], ["test split is empty", "shop.csv", "split"]),
+    "binary task with one label value": (_val_bought_all_zero, [], ["shop/val", "shop.csv", "'bought'",
+                                                                    "only label 0", "AUC is undefined"]),
+    "derived label's source as a feature": (None, ["data.features.numeric=[price,age,score]"],
+                                            ["leakage guard", "'score'", "'like'", "derived", "shop.csv"]),
+    "label as a feature": (None, ["data.features.numeric=[price,age,spend]"],
+                           ["leakage guard", "'spend'", "label of task 'spend'"]),
+}
+
+
+@pytest.mark.parametrize("case", list(CASES))
+def test_bad_input_gives_one_line_and_no_results(case, tmp_path) -> None:
+    edit, overrides, expected = CASES[case]
+    shop, users = shop_frames()
+    if edit is not None:
+        edit(shop, users)
+    conf = _write(tmp_path / "data", shop, users)
+    proc = _train(conf, tmp_path / "run", *overrides)
+    lines = [line for line in proc.stderr.splitlines() if line.strip()]
+    assert proc.returncode != 0, proc.stdout[-2000:]
+    assert len(lines) == 1, proc.stderr[-4000:]
+    line = lines[0]
+    assert line.startswith("mtlrec-train: error: ")
+    missing = [e for e in expected if e not in line]
+    assert not missing, f"{missing} not in: {line}"
+    assert not list(tmp_path.rglob("results.json"))
+
+
+def test_a_tag_seen_only_at_validation_is_out_of_vocabulary_not_an_error(tmp_path) -> None:
+    shop, users = shop_frames()
+    shop.loc[shop.index[shop.split == "val"][:3], "interests"] = "x|brand-new-tag"
+    conf = _write(tmp_path / "data", shop, users)
+    proc = _train(conf, tmp_path / "run")
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    record = json.loads((tmp_path / "run" / "results.json").read_text())
+    assert record["status"] == "complete"
+    tags = next(t for t in json.loads((tmp_path / "run" / "schema.json").read_text())["tasks"] if t["name"] == "interests")
+    assert tags["classes"] == ["x", "y", "z"]  # fit on training: the new tag is not a class
+    assert {"auc/x", "auc/y", "auc/z"} <= set(record["metrics"]["val"]["interests"])
