@@ -16,6 +16,7 @@ import pytest
 
 REPO = Path(__file__).resolve().parents[2]
 CENSUS_FIXTURE = REPO / "tests" / "fixtures" / "census"
+WOMENS_FIXTURE = REPO / "tests" / "fixtures" / "womens_reviews"  # synthetic rows in the real file's format
 SCRIPTS = sorted(p.relative_to(REPO).as_posix() for p in REPO.glob("experiments/*/run.*"))
 
 # script -> (arguments, tiny Hydra overrides or script options); run.sh scripts get LAUNCHER=basic
@@ -27,6 +28,9 @@ SMOKE: dict[str, list[str]] = {
     "experiments/synthetic_correlation/run.sh": [
         "arch=shared_bottom,mmoe", "data.correlation=0.5", "seed=0", "data.num_train=400", "data.num_val=100",
         "data.num_test=100", "trainer.max_epochs=1",
+    ],
+    "experiments/womens_reviews/run.sh": [
+        str(WOMENS_FIXTURE), "arch=shared_bottom,mmoe", "seed=0", "trainer.max_epochs=2",
     ],
     "experiments/gradnorm_toy/run.py": [
         "--seeds", "2", "--steps", "20", "--eval-every", "10", "--n-train", "200", "--n-test", "100",
@@ -57,6 +61,7 @@ def _committed_state(script: str) -> dict[str, bytes]:
 
 # a row of each generated table that the smoke run must produce
 EXPECTED_ROW = {"experiments/census_mmoe_table/run.sh": "| 1 | shared_bottom |",
+                "experiments/womens_reviews/run.sh": "| mmoe |",
                 "experiments/synthetic_correlation/run.sh": "| 0.5 | mmoe |"}
 
 
