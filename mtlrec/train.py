@@ -129,11 +129,14 @@ def run(cfg: DictConfig, output_dir: str | Path, overrides: list[str] | None = N
     if cfg.get("torch_threads"):
         torch.set_num_threads(int(cfg.torch_threads))
     L.seed_everything(cfg.seed, workers=True, verbose=False)
-    datamodule = build_datamodule(cfg)  # bad data or config values fail here, before anything is written
-    module = build_module(cfg, datamodule)
-    monitor, mode = module.selection
-    callbacks = build_callbacks(cfg, module, output_dir / "checkpoints")
-    logger = build_logger(cfg)
+    try:  # bad data or config values fail here, before anything is written
+        datamodule = build_datamodule(cfg)
+        module = build_module(cfg, datamodule)
+        monitor, mode = module.selection
+        callbacks = build_callbacks(cfg, module, output_dir / "checkpoints")
+        logger = build_logger(cfg)
+    except BAD_INPUT as err:
+        raise BadInputError(" ".join(str(err).split()) or type(err).__name__) from err
     per_task = any(isinstance(c, TaskwiseSelection) for c in callbacks)
     num_parameters = sum(p.numel() for p in module.architecture.parameters())
     console = cfg.get("console") or {}
@@ -262,17 +265,21 @@ def selection_value(record: dict[str, Any]) -> float:
     return -value if record["selection"]["mode"] == "min" else value
 
 
-# What bad input raises: a wrong file, column, label or option value. The message already names
-# the file/column/option and the fix, so a single run prints it as one line (no traceback).
+# What bad input raises while a run is built: a wrong file, column, label or option value. Only
+# errors raised before training starts count; an error during training is a bug and keeps its traceback.
 BAD_INPUT = (SchemaError, ValueError, FileNotFoundError, ModuleNotFoundError)
 
 
-def _fail_with_one_line(err: BaseException) -> None:
+class BadInputError(ValueError):
+    """The data or the config cannot be trained on; the message (one line) names the file, column
+    or option and the fix."""
+
+
+def _fail_with_one_line(err: BadInputError) -> None:
     """One line on stderr and exit status 2; HYDRA_FULL_ERROR=1 shows the traceback instead."""
     if os.environ.get("HYDRA_FULL_ERROR") == "1" or _is_multirun():
         raise err  # a sweep records the failed job and goes on; a developer wants the traceback
-    message = " ".join(str(err).split()) or type(err).__name__
-    print(f"mtlrec-train: error: {message}", file=sys.stderr, flush=True)
+    print(f"mtlrec-train: error: {err}", file=sys.stderr, flush=True)
     raise SystemExit(2)
 
 
@@ -283,7 +290,7 @@ def main(cfg: DictConfig) -> float:
         quiet_third_party()
     try:
         record = run(cfg, hydra_cfg.runtime.output_dir, list(hydra_cfg.overrides.task))
-    except BAD_INPUT as err:
+    except BadInputError as err:
         _fail_with_one_line(err)
     if cfg.get("print_results", True):
         epochs = record.get("best_epochs") or {}

@@ -227,3 +227,17 @@ def compose_task_config(output_dir, overrides):
     with open_dict(cfg):
         del cfg["hydra"]
     return cfg
+
+
+def train_in_process(output_dir, overrides) -> tuple[dict, "DictConfig"]:
+    """Train one run as ``mtlrec-train`` would (same config, same ``run``) without a subprocess;
+    returns (its results record, its task config)."""
+    from hydra.core.hydra_config import HydraConfig
+
+    from mtlrec import train
+
+    try:
+        cfg = compose_task_config(output_dir, overrides)
+        return train.run(cfg, output_dir, list(overrides)), cfg
+    finally:
+        HydraConfig.instance().cfg = None

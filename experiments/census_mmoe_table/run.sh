@@ -8,19 +8,13 @@ set -euo pipefail
 root=$(cd "${1:?usage: run.sh CENSUS_DIR [overrides...]}" && pwd)  # absolute: the script changes folder
 shift
 here=$(cd "$(dirname "$0")" && pwd)
-# given folders are taken relative to where the script was called from; the defaults and every
-# path written into RESULTS.md are relative to the repository (no machine paths in what is published)
-sweep=multirun/census_mmoe_table
-out=experiments/census_mmoe_table
-[ -n "${SWEEP_DIR:-}" ] && sweep=$(realpath -m "$SWEEP_DIR")
-[ -n "${OUT:-}" ] && out=$(realpath -m "$OUT")
-cd "$here/../.."
-rel=experiments/census_mmoe_table
+# shellcheck source=../paths.sh
+source "$here/../paths.sh"
+experiment_paths census_mmoe_table "$here"
 # Finished runs are skipped on a re-run (same config hash), so an interrupted sweep just resumes.
 mtlrec-train -m experiment=census_mmoe_table data.root="$root" hydra/launcher="${LAUNCHER:-local_parallel}" \
   hydra.sweep.dir="$sweep" "$@"
-# keep a publishable copy of every complete result (no checkpoints, no machine paths)
-python -m mtlrec.report.archive "$sweep" "$out/runs"
+archive_runs
 mtlrec-report "$out/runs" --rows data.group,arch --metrics "*/auc" \
   --baseline arch=shared_bottom --reference "$rel/paper.yaml" \
   --title "Census-Income (MMoE paper protocol): test AUC, mean ± std (n seeds)" \

@@ -5,17 +5,11 @@
 # OUT (where runs/, report/ and RESULTS.md go; default this folder), LAUNCHER (default local_parallel).
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
-# given folders are taken relative to where the script was called from; the defaults and every
-# path written into RESULTS.md are relative to the repository (no machine paths in what is published)
-sweep=multirun/synthetic_correlation
-out=experiments/synthetic_correlation
-[ -n "${SWEEP_DIR:-}" ] && sweep=$(realpath -m "$SWEEP_DIR")
-[ -n "${OUT:-}" ] && out=$(realpath -m "$OUT")
-cd "$here/../.."
-rel=experiments/synthetic_correlation
+# shellcheck source=../paths.sh
+source "$here/../paths.sh"
+experiment_paths synthetic_correlation "$here"
 mtlrec-train -m experiment=synthetic_correlation hydra/launcher="${LAUNCHER:-local_parallel}" hydra.sweep.dir="$sweep" "$@"
-# keep a publishable copy of every complete result (no checkpoints, no machine paths)
-python -m mtlrec.report.archive "$sweep" "$out/runs"
+archive_runs
 mtlrec-report "$out/runs" --rows data.correlation,arch --metrics mse \
   --task-mean mse --baseline arch=shared_bottom \
   --plot-x data.correlation --plot-metric test/mean/mse --plot-lines arch \

@@ -9,16 +9,13 @@ set -euo pipefail
 root=$(cd "${1:?usage: run.sh WOMENS_REVIEWS_DIR [overrides...]}" && pwd)  # absolute: the script changes folder
 shift
 here=$(cd "$(dirname "$0")" && pwd)
-sweep=multirun/womens_reviews
-out=experiments/womens_reviews
-[ -n "${SWEEP_DIR:-}" ] && sweep=$(realpath -m "$SWEEP_DIR")
-[ -n "${OUT:-}" ] && out=$(realpath -m "$OUT")
-cd "$here/../.."
-rel=experiments/womens_reviews
+# shellcheck source=../paths.sh
+source "$here/../paths.sh"
+experiment_paths womens_reviews "$here"
 # Finished runs are skipped on a re-run (same config hash), so an interrupted sweep just resumes.
 mtlrec-train -m experiment=womens_reviews data.root="$root" hydra/launcher="${LAUNCHER:-local_parallel}" \
   hydra.sweep.dir="$sweep" "$@"
-python -m mtlrec.report.archive "$sweep" "$out/runs"
+archive_runs
 mtlrec-report "$out/runs" --rows arch --metrics "recommend/auc,rating/accuracy,department/accuracy" \
   --baseline arch=shared_bottom \
   --title "Women's E-Commerce Clothing Reviews: test metrics, mean ± std (n seeds)" \

@@ -24,22 +24,29 @@ def _whole_batch(batch):
 
 
 def check_split(table: TensorTable, schema: Schema, where: str) -> None:
-    """Refuse a split that cannot be trained or evaluated on: no rows, or a binary task whose
-    labelled rows hold one value only (its AUC is undefined, so selection would read noise)."""
+    """Refuse a split that cannot be trained or evaluated on: no rows, a binary task whose labelled
+    rows hold one value only, or a multilabel task none of whose tags has both values (the AUC is
+    then undefined, so selection would read noise)."""
     if len(table) == 0:
         raise SchemaError(f"{where}: the split has no rows; check the split rule (ratios, time cut, split column)")
     for task in schema.tasks:
-        if task.kind != "binary":
+        if task.kind not in ("binary", "multilabel"):
             continue
         y = table.labels[task.name]
         if task.name in table.masks:
             y = y[table.masks[task.name]]
-        values = torch.unique(y).tolist()
-        if len(values) < 2:
-            what = f"only label {values[0]:g}" if values else "no labelled row"
+        if task.kind == "binary":
+            values = torch.unique(y).tolist()
+            if len(values) < 2:
+                what = f"only label {values[0]:g}" if values else "no labelled row"
+                raise SchemaError(
+                    f"{where}: binary task {task.name!r} has {what} ({len(y)} labelled rows), so its AUC is undefined; "
+                    f"use a larger split or another split rule"
+                )
+        elif not bool(((y.sum(0) > 0) & (y.sum(0) < len(y))).any()):
             raise SchemaError(
-                f"{where}: binary task {task.name!r} has {what} ({len(y)} labelled rows), so its AUC is undefined; "
-                f"use a larger split or another split rule"
+                f"{where}: multilabel task {task.name!r} has no tag that is both present and absent among its "
+                f"{len(y)} labelled rows, so no tag's AUC is defined; use a larger split or another split rule"
             )
 
 

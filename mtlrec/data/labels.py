@@ -2,8 +2,9 @@
 
 A wrong label is worse than a crash: a "2" in a binary column or a rating outside the declared
 classes would train silently on garbage. Each check names the data, the column, the first bad row
-and the fix. A multilabel task's tags are fit on training (unless declared): a tag seen only at
-validation or test is ignored there (out of vocabulary), while a malformed cell is an error.
+and the fix. A multilabel task's tags are fit on training (unless declared; then a training tag outside them
+is an error): a tag seen only at validation, test or scoring time is ignored there (out of
+vocabulary), while a malformed cell is an error.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ import pandas as pd
 import torch
 from torch import Tensor
 
+from mtlrec.data.columns.base import shown
 from mtlrec.data.columns.categorical import category_keys
 from mtlrec.data.schema import SchemaError, TaskSpec
 
@@ -27,8 +29,8 @@ def _first(bad: np.ndarray) -> int:
 
 
 def _row(values: pd.Series, position: int) -> object:
-    """The frame's row label of ``position`` (frames are indexed 0..N-1, so this is the row
-    number even when only the rows of a task's sample space are passed)."""
+    """The frame's row label of ``position``: the row's number in its file when the dataset keeps
+    it (the tabular loader does), even when only the rows of a task's sample space are passed."""
     return values.index[position]
 
 
@@ -69,7 +71,7 @@ class LabelEncoder:
             bad = pd.to_numeric(values, errors="coerce").isna() & values.notna()
             pos = _first(bad.to_numpy())
             raise SchemaError(
-                f"{self.where(split)}: row {_row(values, pos)} holds {values.iloc[pos]!r}, not a number"
+                f"{self.where(split)}: row {_row(values, pos)} holds {shown(values.iloc[pos])}, not a number"
                 + ("; declare the task's classes to use named labels" if self.task.kind == "multiclass" else "")
             ) from None
         bad = ~np.isfinite(y)
@@ -128,7 +130,7 @@ class MulticlassLabels(LabelEncoder):
         if bad.any():
             pos = _first(bad)
             raise SchemaError(
-                f"{self.where(split)}: row {_row(values, pos)} holds {values.iloc[pos]!r}, which is not one of the declared "
+                f"{self.where(split)}: row {_row(values, pos)} holds {shown(values.iloc[pos])}, which is not one of the declared "
                 f"classes {list(classes)}; add it to the task's classes or drop those rows"
             )
         return torch.from_numpy(codes.astype(np.int64))
@@ -149,7 +151,7 @@ class MultilabelLabels(LabelEncoder):
         for row, cell in zip(values.index, values.tolist()):
             if not isinstance(cell, str):
                 raise SchemaError(
-                    f"{self.where(split)}: row {row} holds {cell!r}, not a {sep!r}-separated tag list; fix the cell"
+                    f"{self.where(split)}: row {row} holds {shown(cell)}, not a {sep!r}-separated tag list; fix the cell"
                 )
             tags = [t.strip() for t in cell.split(sep)] if cell.strip() else []
             if any(not t for t in tags):
@@ -161,12 +163,21 @@ class MultilabelLabels(LabelEncoder):
         return out
 
     def fit(self, values, split):
+        cells = self._cells(values, split)
         if self.task.classes is None:
-            self.tags = sorted(Counter(t for tags in self._cells(values, split) for t in tags))
+            self.tags = sorted(Counter(t for tags in cells for t in tags))
             if not self.tags:
                 raise SchemaError(f"{self.where(split)} holds no tag at all; a multilabel task needs tags")
-        else:
-            self.tags = list(self.task.classes)
+            return
+        self.tags = list(self.task.classes)
+        declared = set(self.tags)
+        for row, tags in zip(values.index, cells):  # in training, an undeclared tag is a typo, not news
+            unknown = [t for t in tags if t not in declared]
+            if unknown:
+                raise SchemaError(
+                    f"{self.where(split)}: row {row} holds the tag {unknown[0]!r}, which is not one of the declared "
+                    f"classes {self.tags}; add it to the task's classes or fix the cell"
+                )
 
     def fitted_task(self):
         return replace(self.task, classes=tuple(self.tags), num_classes=len(self.tags))

@@ -18,6 +18,7 @@ import pandas as pd
 import torch
 
 from mtlrec.data.columns import TRANSFORMERS, ColumnTransformer, transformer_class
+from mtlrec.data.columns.base import shown
 from mtlrec.data.columns.categorical import MISSING, OOV, category_keys  # noqa: F401  (re-exported)
 from mtlrec.data.labels import LabelEncoder, label_encoder
 from mtlrec.data.schema import Schema, SchemaError, TaskSpec
@@ -102,9 +103,16 @@ class Preprocessor:
         if not task.mask:
             return None
         self._require_columns(frame, [task.mask], split)
-        m = frame[task.mask].to_numpy(dtype=np.float64, na_value=np.nan)
-        if np.isnan(m).any() or not np.isin(m, (0.0, 1.0)).all():
-            raise SchemaError(f"{split}: mask column {task.mask!r} of task {task.name!r} must be 0/1 without gaps")
+        values = frame[task.mask]
+        m = pd.to_numeric(values, errors="coerce").to_numpy(dtype=np.float64, na_value=np.nan)
+        bad = ~np.isin(m, (0.0, 1.0))  # NaN and text (coerced to NaN) included
+        if bad.any():
+            pos = int(np.flatnonzero(bad)[0])
+            raise SchemaError(
+                f"{split}: mask column {task.mask!r} of task {task.name!r} must hold 0 or 1 on every row; row "
+                f"{values.index[pos]} holds {shown(values.iloc[pos])} ({int(bad.sum())} such rows); write 1 where the "
+                f"task applies and 0 where it does not"
+            )
         return m.astype(bool)
 
     def _in_sample_space(self, frame: pd.DataFrame, task: TaskSpec, split: str) -> pd.Series:

@@ -7,6 +7,7 @@ sample space (rows where its mask is 1).
 
 from __future__ import annotations
 
+import warnings
 from abc import ABC, abstractmethod
 
 import torch
@@ -81,12 +82,34 @@ class MulticlassObjective(Objective):
         metrics["logloss"].update(self.per_sample_loss(logits, target))
 
 
+class TagCounts(Metric):
+    """Per tag, how many rows are positive, and how many rows there are (summed over batches and
+    processes), so a tag whose AUC is undefined in a split (no positive, or no negative) is known."""
+
+    full_state_update = False
+
+    def __init__(self, num_tags: int):
+        super().__init__()
+        self.add_state("positives", torch.zeros(num_tags), dist_reduce_fx="sum")
+        self.add_state("rows", torch.zeros(()), dist_reduce_fx="sum")
+
+    def update(self, target: Tensor) -> None:
+        self.positives += target.sum(dim=0)
+        self.rows += target.shape[0]
+
+    def compute(self) -> Tensor:
+        """True where the tag has both positives and negatives."""
+        return (self.positives > 0) & (self.positives < self.rows)
+
+
 class MultilabelObjective(Objective):
     """One sigmoid per tag: BCE with logits averaged over tags, AUC per tag and pooled.
 
     ``auc_macro`` (the mean of per-tag AUCs, each tag counting equally) selects the model, since
     frequent tags would otherwise dominate; ``auc_micro`` pools every (row, tag) pair, and
-    ``auc/<tag>`` gives each tag's own AUC.
+    ``auc/<tag>`` gives each tag's own AUC. A tag without positives (or without negatives) in a
+    split has no AUC there: it is left out of ``auc/<tag>`` and of the macro mean, instead of the
+    0 that torchmetrics returns for it (which would drag the mean down).
     """
 
     selection = ("auc_macro", "max")
@@ -100,23 +123,29 @@ class MultilabelObjective(Objective):
     def metrics(self) -> dict[str, Metric]:
         n = self.task.num_classes
         return {
-            "auc_macro": MultilabelAUROC(n, average="macro"),
             "auc_micro": MultilabelAUROC(n, average="micro"),
             "auc_per_tag": MultilabelAUROC(n, average="none"),
+            "tag_counts": TagCounts(n),
             "logloss": MeanMetric(),
         }
 
     def update(self, metrics, logits, target) -> None:
         probs, labels = torch.sigmoid(logits), target.long()
-        for name in ("auc_macro", "auc_micro", "auc_per_tag"):
-            metrics[name].update(probs, labels)
+        metrics["auc_micro"].update(probs, labels)
+        metrics["auc_per_tag"].update(probs, labels)
+        metrics["tag_counts"].update(target)
         metrics["logloss"].update(self.per_sample_loss(logits, target))
 
     def compute(self, metrics) -> dict[str, Tensor]:
-        values = super().compute(metrics)
-        per_tag = values.pop("auc_per_tag", None)
-        if per_tag is not None:
-            values.update({f"auc/{tag}": v for tag, v in zip(self.task.classes, per_tag)})
+        if not metrics["logloss"].update_count:
+            return {}
+        defined = metrics["tag_counts"].compute()
+        with warnings.catch_warnings():  # its "no positive samples" warning is handled here
+            warnings.simplefilter("ignore", UserWarning)
+            per_tag = metrics["auc_per_tag"].compute()
+            values = {"auc_micro": metrics["auc_micro"].compute(), "logloss": metrics["logloss"].compute()}
+        values["auc_macro"] = per_tag[defined].mean() if bool(defined.any()) else torch.tensor(float("nan"))
+        values.update({f"auc/{tag}": per_tag[j] for j, tag in enumerate(self.task.classes) if defined[j]})
         return values
 
 

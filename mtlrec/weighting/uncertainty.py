@@ -40,7 +40,9 @@ from .learned import LearnedWeighting, OptimizerFactory
 
 # Multiplier c of e^{-s} in each task's term.
 _FORM_COEF = {"regression": 0.5, "classification": 1.0}
-_KIND_TO_FORM = {"regression": "regression", "binary": "classification", "multiclass": "classification"}
+# multi-label BCE (per-tag Bernoulli likelihoods, averaged) takes the classification form, like binary
+_KIND_TO_FORM = {"regression": "regression", "binary": "classification", "multiclass": "classification",
+                 "multilabel": "classification"}
 
 
 class UncertaintyWeighting(LearnedWeighting):

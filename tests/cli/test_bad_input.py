@@ -39,7 +39,7 @@ tasks:
   - {{name: bought, kind: binary, label: bought}}
   - {{name: stars, kind: multiclass, label: rating, classes: [1, 2, 3, 4, 5]}}
   - {{name: interests, kind: multilabel, label: interests}}
-  - {{name: spend, kind: regression, label: spend}}
+  - {{name: spend, kind: regression, label: spend, mask: clicked}}
 main_task: like
 loader: {{batch_size: 32, eval_batch_size: 256}}
 """
@@ -56,7 +56,7 @@ def shop_frames(n: int = 120) -> tuple[pd.DataFrame, pd.DataFrame]:
         "review": rng.choice(["great dress", "too small", "love it", "returned it"], n), "rating": rating,
         "score": np.tile(np.arange(11), n // 11 + 1)[:n],
         "bought": np.tile([0, 1], n // 2), "spend": rng.uniform(0, 100, n).round(2),
-        "interests": rng.choice(["x|y", "y", "z", ""], n), "split": split,
+        "interests": rng.choice(["x|y", "y", "z", ""], n), "split": split, "clicked": (np.arange(n) % 3 > 0).astype(int),
     })
     users = pd.DataFrame({"user_id": [f"u{i}" for i in range(12)], "age": rng.integers(18, 70, 12)})
     return shop, users
@@ -109,7 +109,9 @@ CASES = {
     "delimiter gives one column": (None, ["data.reader.delimiter=';'"], ["shop.csv", "delimiter ';'",
                                                                        "comma-separated", 'delimiter: ","']),
     "NaN label": (_set("bought", 7, np.nan), [], ["shop.csv", "'bought'", "missing value", "row 7", "mask"]),
-    "inf label": (_set("spend", 9, np.inf), [], ["shop.csv", "'spend'", "infinite", "row 9"]),
+    "inf label": (_set("spend", 10, np.inf), [], ["shop.csv", "'spend'", "infinite", "row 10"]),
+    "mask that is not 0/1": (_set("clicked", 11, "yes"), [], ["shop.csv", "mask column 'clicked'", "task 'spend'",
+                                                                "row 11", "'yes'", "0 or 1"]),
     "multiclass label outside the classes": (_set("rating", 4, 6), [], ["shop.csv", "'rating'", "row 4", "6",
                                                                         "declared classes"]),
     "binary label not 0/1": (_set("bought", 5, 2), [], ["shop.csv", "'bought'", "0/1", "row 5", "holds 2"]),

@@ -18,10 +18,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-from hydra.core.hydra_config import HydraConfig
 
-from mtlrec.train import CONFIG_DIR, run
-from tests.conftest import compose_task_config
+from mtlrec.train import CONFIG_DIR
+from tests.conftest import train_in_process
 
 ARCHS = sorted(p.stem for p in (Path(CONFIG_DIR) / "arch").glob("*.yaml"))
 GENRES = ("action", "comedy", "drama", "horror", "romance")
@@ -35,22 +34,12 @@ defaults:
 name: movies
 root: {root}
 files: movies.inter
-reader:
-  format: tsv
-  rename: {{"user_id:token": user_id, "item_id:token": item_id, "rating:float": rating,
-           "timestamp:float": timestamp}}
+reader: {{format: tsv, strip_types: true}}
 joins:
-  - path: movies.user
-    key: user_id
-    reader:
-      format: tsv
-      rename: {{"user_id:token": user_id, "age:float": age, "gender:token": gender,
-               "interests:token_seq": interests}}
+  - {{path: movies.user, key: user_id, reader: {{format: tsv, strip_types: true}}}}
   - path: movies.item
     key: item_id
-    reader:
-      format: tsv
-      rename: {{"item_id:token": item_id, "genre:token_seq": genre, "title:token_seq": title}}
+    reader: {{format: tsv, rename: {{"item_id:token": item_id, "genre:token_seq": genre, "title:token_seq": title}}}}
 derived:
   like: {{from: rating, op: ">=", value: 4}}
 split:
@@ -66,6 +55,7 @@ tasks:
   - {{name: like, kind: binary, label: like}}
   - {{name: stars, kind: multiclass, label: rating, classes: [1, 2, 3, 4, 5]}}
   - {{name: interests, kind: multilabel, label: interests, separator: " "}}
+  - {{name: minutes, kind: regression, label: minutes, mask: watched}}   # only where the film was watched
 main_task: like
 loader: {{batch_size: 64, eval_batch_size: 512}}
 """
@@ -90,8 +80,11 @@ def write_movies(folder: Path, n: int = 600, seed: int = 0) -> None:
     comedy = items["genre:token_seq"].str.contains("comedy").to_numpy()[item]
     young = users["age:float"].to_numpy()[user] < 40
     rating = np.clip(np.round(3 + 1.2 * (comedy == young) - 0.6 + rng.normal(0, 0.8, n)), 1, 5)
+    watched = (rng.random(n) < 0.6).astype(float)
+    minutes = np.where(watched == 1, 0.2 * rating + rng.normal(0, 0.05, n), np.nan)  # (hours) unknown where not watched
     inter = pd.DataFrame({"user_id:token": [f"u{u}" for u in user], "item_id:token": [f"i{i}" for i in item],
-                          "rating:float": rating, "timestamp:float": rng.permutation(n).astype(float) + 8.8e8})
+                          "rating:float": rating, "timestamp:float": rng.permutation(n).astype(float) + 8.8e8,
+                          "watched:float": watched, "minutes:float": minutes})
     folder.mkdir(parents=True, exist_ok=True)
     for name, frame in (("inter", inter), ("user", users), ("item", items)):
         frame.to_csv(folder / f"movies.{name}", sep="\t", index=False)
@@ -107,16 +100,19 @@ def movies(tmp_path_factory) -> Path:
     return base
 
 
+def _fit(movies: Path, out: Path, *overrides: str) -> dict:
+    record, _ = train_in_process(out, [f"hydra.searchpath=[file://{movies / 'conf'}]", "data=movies",
+                                       "trainer.max_epochs=3", "logger=none", "print_results=false", *overrides])
+    assert record["status"] == "complete" and record["dataset"] == "movies"
+    first, last = record["train_loss_per_epoch"][0], record["train_loss_per_epoch"][-1]
+    assert all(last[t] < first[t] for t in first), (first, last)  # every task's loss falls: it trains
+    return record
+
+
 @pytest.mark.parametrize("arch", ARCHS)
 def test_every_architecture_trains_on_a_dataset_declared_in_yaml(movies, arch, tmp_path) -> None:
     out = tmp_path / arch
-    cfg = compose_task_config(out, [f"hydra.searchpath=[file://{movies / 'conf'}]", "data=movies", f"arch={arch}",
-                                    "trainer.max_epochs=2", "logger=none", "print_results=false"])
-    try:
-        record = run(cfg, out)
-    finally:
-        HydraConfig.instance().cfg = None
-    assert record["status"] == "complete" and record["dataset"] == "movies"
+    record = _fit(movies, out, f"arch={arch}")
     test = record["metrics"]["test"]
     assert 0.0 <= test["like"]["auc"] <= 1.0 and 0.0 <= test["stars"]["accuracy"] <= 1.0
     assert {"auc_macro", "auc_micro"} <= set(test["interests"])
@@ -128,6 +124,16 @@ def test_every_architecture_trains_on_a_dataset_declared_in_yaml(movies, arch, t
     tasks = {t["name"]: t for t in schema["tasks"]}
     assert tasks["like"]["source"] == "rating"  # the derived label's source can never be an input
     assert tasks["interests"]["classes"] == sorted(INTERESTS)
+    assert "mse" in test["minutes"] and tasks["minutes"]["mask"] == "watched"
+
+
+WEIGHTINGS = sorted(p.stem for p in (Path(CONFIG_DIR) / "weighting").glob("*.yaml"))
+
+
+@pytest.mark.parametrize("weighting", WEIGHTINGS)
+def test_every_weighting_takes_every_task_kind(movies, weighting, tmp_path) -> None:
+    record = _fit(movies, tmp_path / weighting, "arch=shared_bottom", f"weighting={weighting}")
+    assert set(record["weights"]["final"]) == {"like", "stars", "interests", "minutes"}
 
 
 def _train(*args: str, cwd: Path) -> subprocess.CompletedProcess:

@@ -22,10 +22,11 @@ def _fit(cls, values, **options):
 
 def test_multi_hot_ids_padding_oov_and_duplicates() -> None:
     t = _fit(MultiHotColumn, ["drama|comedy", " comedy | drama |comedy", "", None, "horror"])
-    assert t.vocabulary == ["comedy", "drama", "horror"] and t.width == 2  # duplicates count once
+    assert t.vocabulary == ["comedy", "drama", "horror"]  # duplicates count once
     ids = t.transform(pd.DataFrame({"f": ["comedy|western", "", None, "horror|drama|comedy"]}), "val")
     c, d, h = (FIRST_TOKEN_ID + i for i in range(3))
-    assert ids.tolist() == [[c, OOV], [PAD, PAD], [PAD, PAD], [h, d]]  # cut to the training width
+    # a list longer than any in training keeps every tag: the width is this frame's longest row
+    assert ids.tolist() == [[c, OOV, PAD], [PAD, PAD, PAD], [PAD, PAD, PAD], [h, d, c]]
 
 
 def test_multi_hot_pooling_equals_the_hand_computation() -> None:
@@ -43,7 +44,8 @@ def test_multi_hot_options_and_a_cell_that_is_not_a_list() -> None:
     t = _fit(MultiHotColumn, ["a;b", "b;c", "b"], separator=";", min_count=2)
     assert t.vocabulary == ["b"]
     t = _fit(MultiHotColumn, ["a|b", "b|c", "b|a", "b"], max_vocab=2, max_tokens=1)
-    assert t.vocabulary == ["a", "b"] and t.width == 1  # the two most frequent tags
+    assert t.vocabulary == ["a", "b"]  # the two most frequent tags
+    assert t.transform(pd.DataFrame({"f": ["b|a", "a"]}), "val").tolist() == [[3], [2]]  # max_tokens=1 cuts
     with pytest.raises(SchemaError, match=r"multi-hot feature 'f': row 7 holds 3\.5"):
         t.transform(pd.DataFrame({"f": ["a", 3.5]}, index=[6, 7]), "val")
 
@@ -54,7 +56,7 @@ def test_text_tokens_lower_case_words_in_order() -> None:
     assert t.tokens(pd.Series(["Love it! It's soft."])).tolist() == [["love", "it", "it's", "soft"]]
     ids = t.transform(pd.DataFrame({"f": ["love, love it", None]}), "val")
     v = {w: FIRST_TOKEN_ID + i for i, w in enumerate(t.vocabulary)}
-    assert ids.tolist() == [[v["love"], v["love"], v["it"], PAD], [PAD] * 4]
+    assert ids.tolist() == [[v["love"], v["love"], v["it"]], [PAD] * 3]
 
 
 def test_token_state_round_trips() -> None:
@@ -83,6 +85,11 @@ def test_multilabel_tags_fit_on_training_unseen_ignored_empty_is_no_tag() -> Non
     assert y.tolist() == [[0, 0, 1], [0, 0, 0], [0, 0, 0]]
     with pytest.raises(SchemaError, match=r"row 12 holds the malformed tag list 'knit,,sale'"):
         enc.transform(pd.Series(["knit", "knit,,sale"], index=[11, 12]), "val")
+    declared = label_encoder(TaskSpec("tags", "multilabel", "tags", classes=("knit", "sale")))
+    with pytest.raises(SchemaError, match=r"row 1 holds the tag 'knti', which is not one of the declared classes"):
+        declared.fit(pd.Series(["knit", "knti|sale"]), "train")  # in training an undeclared tag is a typo
+    declared.fit(pd.Series(["knit", "sale"]), "train")
+    assert declared.transform(pd.Series(["knit|new"]), "val").tolist() == [[1, 0]]  # outside training: ignored
 
 
 def test_multiclass_labels_by_declared_classes() -> None:
@@ -102,3 +109,15 @@ def test_preprocessor_saves_the_fitted_tags_and_reloads_them(tmp_path) -> None:
     pre.save(tmp_path / "p.json")
     again = Preprocessor.load(tmp_path / "p.json", pre.fitted_schema)
     assert torch.equal(again.transform(frame).labels["tags"], pre.transform(frame).labels["tags"])
+
+
+def test_a_split_where_no_tag_has_both_values_is_refused() -> None:
+    from mtlrec.data.datamodule import check_split
+
+    schema = Schema((FeatureSpec("x", "numeric"),), (TaskSpec("tags", "multilabel", "tags"),), "tags")
+    pre = Preprocessor(schema).fit(pd.DataFrame({"x": [1.0, 2.0, 3.0], "tags": ["a|b", "a", ""]}))
+    fine = pre.transform(pd.DataFrame({"x": [1.0, 2.0], "tags": ["a", "b"]}))
+    check_split(fine, pre.fitted_schema, "data/val")
+    every_row_alike = pre.transform(pd.DataFrame({"x": [1.0, 2.0], "tags": ["a|b", "a|b"]}))
+    with pytest.raises(SchemaError, match=r"data/val: multilabel task 'tags' has no tag that is both present and absent"):
+        check_split(every_row_alike, pre.fitted_schema, "data/val")

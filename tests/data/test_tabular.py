@@ -549,3 +549,27 @@ def test_template_composes_and_instantiates(tmp_path) -> None:
     assert ds.schema.task("like").source == "rating" and {"age", "country"} <= set(ds.splits["val"].columns)
     assert [f.options for f in ds.schema.features if f.name == "genres"] == [{"separator": "|"}]
     Preprocessor(ds.schema).fit(ds.splits["train"]).transform(ds.splits["test"], split="test")
+
+
+def test_strip_types_drops_recbole_style_header_types_before_rename(tmp_path) -> None:
+    frame = interactions().rename(columns={"item_id": "item_id:token", "price": "price:float", "rid": "rid:token"})
+    write(frame, tmp_path / "typed.tsv")
+    ds = load(tmp_path, files="typed.tsv", reader={"strip_types": True, "rename": {"rid": "row"}})
+    assert {"item_id", "price", "row"} <= set(ds.splits["train"].columns)
+    assert not [c for c in ds.splits["train"].columns if ":" in str(c)]
+    clash = interactions().rename(columns={"item_id": "color:token"})
+    write(clash, tmp_path / "clash.tsv")
+    message = error_of(SchemaError, load, tmp_path, files="clash.tsv", reader={"strip_types": True})
+    assert "clash.tsv" in message and "'color'" in message and "appear twice" in message
+
+
+def test_time_split_by_shares_never_cuts_inside_one_timestamp(tmp_path) -> None:
+    frame = interactions()
+    frame["day"] = np.repeat(np.arange(10), 4)  # 10 moments of 4 rows...
+    frame.loc[frame.index[30:34], "day"] = 7  # ...but day 7 spans sorted rows 28-33, across the 0.8 cut at row 32
+    write(frame.sample(frac=1.0, random_state=0), tmp_path / "days.csv")
+    ds = load(tmp_path, files="days.csv", split={"kind": "time", "column": "day", "ratios": [0.8, 0.1, 0.1]})
+    days = {s: set(ds.splits[s]["day"]) for s in ("train", "val", "test")}
+    assert not (days["train"] & days["val"]) and not (days["val"] & days["test"]) and not (days["train"] & days["test"])
+    assert max(days["train"]) < min(days["val"]) <= max(days["val"]) < min(days["test"])
+    assert (len(ds.splits["train"]), days["val"], days["test"]) == (34, {8}, {9})  # the cut moved past day 7

@@ -107,3 +107,18 @@ def test_numeric_only_encoder_and_empty_encoder() -> None:
     assert torch.equal(enc(Batch({"numeric": x}, num_rows=4)), x)
     with pytest.raises(ValueError, match="no features"):
         InputEncoder({})
+
+
+def test_feature_names_that_are_module_attributes_or_hold_dots_work() -> None:
+    schema = Schema(
+        features=(FeatureSpec("items", "multi_hot"), FeatureSpec("values", "text", {"min_count": 1}),
+                  FeatureSpec("shop.name", "multi_hot")),
+        tasks=(TaskSpec("y", "binary", "y"),),
+        main_task="y",
+    )
+    frame = pd.DataFrame({"items": ["a|b", "b"], "values": ["good", "bad"], "shop.name": ["x", "y"], "y": [0, 1]})
+    pre = Preprocessor(schema).fit(frame)
+    enc = build_encoder(pre, embedding_dim=2)
+    assert enc.keys == ["items", "shop.name", "values"] and enc.output_dim == 6
+    assert tuple(enc(pre.transform(frame)[slice(0, 2)]).shape) == (2, 6)
+    assert {"layers.items_.bag.weight", "layers.shop_name.bag.weight"} <= set(enc.state_dict())

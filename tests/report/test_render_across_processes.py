@@ -32,9 +32,15 @@ def run_sh_report_argv() -> list[str]:
     """The ``mtlrec-report`` arguments of ``run.sh``, with ``$out``/``$here`` = the experiment folder
     (run.sh's defaults, with the working directory at the repo root as run.sh ``cd``s there)."""
     script = (REPO / EXPERIMENT / "run.sh").read_text().replace("\\\n", " ")
-    # run.sh's defaults must be repo-relative: they are written into the published RESULTS.md
-    for var in ("out", "rel"):
-        assert f"\n{var}={EXPERIMENT}\n" in script, f"run.sh: {var} should default to {EXPERIMENT}"
+    # run.sh's defaults (from experiments/paths.sh) must be repo-relative: they are written into the
+    # published RESULTS.md
+    assert f'\nexperiment_paths {EXPERIMENT.name} "$here"\n' in script, "run.sh should set its paths with paths.sh"
+    env = {k: v for k, v in os.environ.items() if k not in ("SWEEP_DIR", "OUT")}
+    shown = subprocess.run(
+        ["bash", "-c", f'source experiments/paths.sh && experiment_paths {EXPERIMENT.name} "{REPO / EXPERIMENT}" '
+                       f'&& echo "$out $rel"'],
+        cwd=REPO, env=env, capture_output=True, text=True, check=True).stdout.split()
+    assert shown == [str(EXPERIMENT)] * 2, f"out and rel should default to {EXPERIMENT}, got {shown}"
     lines = [line for line in script.splitlines() if line.lstrip().startswith("mtlrec-report ")]
     assert len(lines) == 1, "run.sh should call mtlrec-report exactly once"
     line = lines[0].replace("$out", str(EXPERIMENT)).replace("$rel", str(EXPERIMENT))

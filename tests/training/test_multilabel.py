@@ -63,3 +63,15 @@ def test_loss_is_bce_averaged_over_tags_then_rows(batch) -> None:
     assert _computed(batch)["logloss"] == pytest.approx(float(by_hand), abs=1e-6)
     assert obj.selection == ("auc_macro", "max")
     torch.testing.assert_close(obj.predict(logits), torch.sigmoid(logits))
+
+
+def test_a_tag_without_positives_is_left_out_of_macro_auc(batch) -> None:
+    logits, target = batch
+    target = target.clone()
+    target[:, 2] = 0.0  # "sale" never happens in this split: its AUC is undefined
+    probs = torch.sigmoid(logits)
+    per_tag = [hand_auc(probs[:, j].tolist(), target[:, j].int().tolist()) for j in range(2)]
+    got = _computed((logits, target))
+    assert "auc/sale" not in got
+    assert got["auc_macro"] == pytest.approx(sum(per_tag) / 2, abs=1e-6)  # not (a + b + 0) / 3
+    assert got["auc_micro"] == pytest.approx(hand_auc(probs.flatten().tolist(), target.flatten().int().tolist()), abs=1e-6)

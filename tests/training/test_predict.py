@@ -5,13 +5,12 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from hydra.core.hydra_config import HydraConfig
 
 from mtlrec import train
 from mtlrec.data.datamodule import PREPROCESSOR_FILE, SCHEMA_FILE
 from mtlrec.predict import RunScorer
 from mtlrec.training.objectives import objective_for
-from tests.conftest import compose_task_config
+from tests.conftest import train_in_process
 
 
 @pytest.fixture(scope="module")
@@ -19,11 +18,7 @@ def finished_run(tmp_path_factory):
     run_dir = tmp_path_factory.mktemp("run")
     overrides = ["data.num_train=600", "data.num_val=100", "data.num_test=100", "data.dim=6",
                  "trainer.max_epochs=2", "logger=none"]
-    try:
-        cfg = compose_task_config(run_dir, overrides)
-        record = train.run(cfg, run_dir)
-    finally:
-        HydraConfig.instance().cfg = None
+    record, cfg = train_in_process(run_dir, overrides)
     return run_dir, record, cfg
 
 

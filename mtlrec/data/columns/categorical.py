@@ -17,16 +17,17 @@ MISSING = "<missing>"  # a missing categorical value is a category of its own
 
 
 def category_keys(values: pd.Series) -> pd.Series:
-    """Categorical values as stable string keys.
+    """Categorical values as stable string keys, the same in every split and at scoring time.
 
-    An integer-coded column that has a gap in one split is float there (1 -> 1.0): keys are made
-    from the integer form so "1" in training still matches that split's "1.0".
+    A float value that is a whole number is keyed as the integer (``7.0`` -> ``"7"``), value by
+    value: an integer-coded column is float in a split where it has a gap, and whether a split
+    holds a non-integer (``6.5``) must not change the keys of the others.
     """
-    if pd.api.types.is_float_dtype(values):
-        present = values.dropna()
-        if len(present) and bool((present == np.round(present)).all()):
-            values = values.astype("Int64")
     keys = values.astype(str)
+    if pd.api.types.is_float_dtype(values):
+        whole = values.notna() & (values == np.round(values))
+        if whole.any():
+            keys = keys.where(~whole, values[whole].astype("int64").astype(str))
     return keys.where(values.notna(), MISSING)
 
 

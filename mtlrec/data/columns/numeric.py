@@ -54,7 +54,7 @@ class NumericColumns(ColumnTransformer):
                 f"{split}: numeric feature {column!r} holds non-numeric values ({err}); declare it categorical"
             ) from err
         if np.isinf(values).any():
-            row = int(np.flatnonzero(np.isinf(values))[0])
+            row = frame.index[int(np.flatnonzero(np.isinf(values))[0])]
             raise SchemaError(
                 f"{split}: numeric feature {column!r} holds an infinite value (first at row {row}); "
                 f"clean it or mark it missing (NaN is imputed with the training mean)"

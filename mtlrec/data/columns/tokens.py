@@ -3,8 +3,9 @@
 Both become a padded ``[N, L]`` int64 matrix of token ids, pooled by an ``EmbeddingBag`` in the
 encoder. Id 0 is padding (ignored by the pooling), id 1 is "a token not in the training
 vocabulary", real tokens start at 2. An empty or missing cell is all padding, so it pools to the
-zero vector. The vocabulary, and the width ``L``, are fit on training only; longer rows are cut
-to ``L`` (the first tokens kept).
+zero vector. The vocabulary is fit on training only. ``L`` is the longest row of the frame being
+transformed, capped by ``max_tokens`` (the first tokens kept): a set-valued feature loses nothing
+unless a cap is asked for, and each split's width is its own (pooling does not depend on it).
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ import pandas as pd
 import torch
 from torch import Tensor
 
-from mtlrec.data.columns.base import ColumnTransformer
+from mtlrec.data.columns.base import ColumnTransformer, shown
 from mtlrec.data.schema import SchemaError
 
 PAD, OOV = 0, 1
@@ -47,26 +48,26 @@ class TokenBagColumn(ColumnTransformer):
         if max_vocab is not None:
             kept = kept[: int(max_vocab)]
         self.vocabulary = sorted(kept)
-        longest = max((len(r) for r in rows), default=0)
-        cap = self.option(self.spec, "max_tokens")
-        self.width = max(1, min(longest, int(cap)) if cap is not None else longest)
         self.fitted = True
 
     def transform(self, frame: pd.DataFrame, split: str) -> Tensor:
         index = {t: i + FIRST_TOKEN_ID for i, t in enumerate(self.vocabulary)}
         rows = self.tokens(frame[self.spec.name])
-        ids = np.full((len(rows), self.width), PAD, dtype=np.int64)
+        cap = self.option(self.spec, "max_tokens")
+        longest = max((len(r) for r in rows), default=0)
+        width = max(1, min(longest, int(cap)) if cap is not None else longest)
+        ids = np.full((len(rows), width), PAD, dtype=np.int64)
         for r, row in enumerate(rows):
-            row = row[: self.width]
+            row = row[:width]
             if row:
                 ids[r, : len(row)] = [index.get(t, OOV) for t in row]
         return torch.from_numpy(ids)
 
     def state_dict(self) -> dict[str, Any]:
-        return {"vocabulary": self.vocabulary, "width": self.width}
+        return {"vocabulary": self.vocabulary}
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
-        self.vocabulary, self.width = list(state["vocabulary"]), int(state["width"])
+        self.vocabulary = list(state["vocabulary"])
         self.fitted = True
 
     def encoder_args(self) -> dict[str, Any]:
@@ -91,7 +92,7 @@ class MultiHotColumn(TokenBagColumn):
         if bad.any():
             pos = int(np.flatnonzero(bad.to_numpy())[0])
             raise SchemaError(
-                f"multi-hot feature {self.spec.name!r}: row {column.index[pos]} holds {column.iloc[pos]!r}, not a "
+                f"multi-hot feature {self.spec.name!r}: row {column.index[pos]} holds {shown(column.iloc[pos])}, not a "
                 f"{sep!r}-separated list; fix the cell or declare the column numeric/categorical"
             )
         out = column.fillna("").map(lambda cell: list(dict.fromkeys(e.strip() for e in cell.split(sep) if e.strip())))

@@ -25,6 +25,7 @@ from mtlrec.data.tabular.options import checked_column, checked_entry, checked_o
 
 READER_DEFAULTS: dict[str, Any] = {
     "format": "auto", "delimiter": None, "header": True, "names": None, "rename": {}, "encoding": "utf-8",
+    "strip_types": False,
 }  # fmt: skip
 DOWNLOAD_KEYS = ("url", "sha256", "md5", "gunzip_md5")
 
@@ -74,12 +75,19 @@ def _file_format(path: Path, declared: str, option: str) -> str:
 
 
 def read_table(path: Path, given: Mapping | None, option: str) -> pd.DataFrame:
-    """One file as a frame with normalised dtypes, ``rename`` applied, index 0..N-1."""
+    """One file as a frame with normalised dtypes, ``rename`` applied, index 0..N-1.
+
+    ``strip_types`` drops a type suffix from each header name (``user_id:token`` -> ``user_id``,
+    as in RecBole's atomic files), before ``rename``; the declaration states the kinds anyway.
+    """
     opts = checked_options(given, READER_DEFAULTS, option)
     fmt = _file_format(path, opts["format"], option)
     frame = _read_parquet(path, opts, option) if fmt == "parquet" else _read_text(path, fmt, opts, option)
     frame = _normalise_dtypes(frame).reset_index(drop=True)
-    return _rename(frame, dict(opts["rename"] or {}), path, option)
+    if opts["strip_types"]:
+        frame = _rename(frame, {c: str(c).rsplit(":", 1)[0] for c in frame.columns if ":" in str(c)}, path,
+                        f"{option}.strip_types")
+    return _rename(frame, dict(opts["rename"] or {}), path, f"{option}.rename")
 
 
 def _read_parquet(path: Path, opts: Mapping, option: str) -> pd.DataFrame:
@@ -194,10 +202,11 @@ def _normalise_column(s: pd.Series) -> pd.Series:
 
 
 def _rename(frame: pd.DataFrame, rename: dict, path: Path, option: str) -> pd.DataFrame:
+    """``option`` is the option that asked for the renaming (``….rename`` or ``….strip_types``)."""
     for raw in rename:
-        checked_column(frame, raw, f"{option}.rename", str(path))
+        checked_column(frame, raw, option, str(path))
     frame = frame.rename(columns=rename)
     dup = sorted({str(c) for c in frame.columns if list(frame.columns).count(c) > 1})
     if dup:
-        raise SchemaError(f"{path}: column name(s) {dup} appear twice (after {option}.rename); rename one of them")
+        raise SchemaError(f"{path}: column name(s) {dup} appear twice (after {option}); rename one of them")
     return frame

@@ -85,8 +85,16 @@ def _shares(ratios: Sequence) -> str:
     return "/".join(f"{float(r):g}" for r in ratios)
 
 
-def _by_share(order: np.ndarray, ratios: Sequence, rule: str) -> dict[str, tuple[np.ndarray, str]]:
+def _by_share(
+    order: np.ndarray, ratios: Sequence, rule: str, times: np.ndarray | None = None
+) -> dict[str, tuple[np.ndarray, str]]:
+    """Consecutive shares of ``order``. With ``times`` (sorted like ``order``), a cut never falls
+    inside a run of equal times: rows of one moment all go to the earlier split, so no validation
+    or test row shares its timestamp with a row of an earlier split."""
     cuts = np.round(np.cumsum([float(r) for r in ratios])[:2] * len(order)).astype(int)
+    if times is not None:
+        cuts = np.array([np.searchsorted(times, times[c - 1], side="right") if 0 < c < len(times) else c
+                         for c in cuts])
     parts = np.split(order, cuts)
     return {s: (p, f"{rule}: the {s} part") for s, p in zip(SPLITS, parts)}
 
@@ -112,7 +120,8 @@ def _by_time(frame: pd.DataFrame, where: str, opts: Mapping[str, Any]) -> dict[s
     times = _times(frame[column], where).reset_index(drop=True)  # positions, as the other rules give
     order = times.sort_values(kind="stable").index.to_numpy()
     if opts["val_from"] is None:
-        return _by_share(order, opts["ratios"], f"time split on {column}, shares {_shares(opts['ratios'])}")
+        return _by_share(order, opts["ratios"], f"time split on {column}, shares {_shares(opts['ratios'])}",
+                         times=times.loc[order].to_numpy())
     val_from, test_from = (_cut(opts[k], times, k) for k in ("val_from", "test_from"))
     if val_from > test_from:
         raise SchemaError(

@@ -29,7 +29,10 @@ LAYERS: dict[str, type[nn.Module]] = {
 
 
 def _module_name(key: str) -> str:
-    return key.replace(".", "_")  # nn.Module names cannot hold a dot; feature names can
+    """A submodule name for a batch key: no dot (nn.Module names cannot hold one), and not an
+    attribute of ``nn.ModuleDict`` (a basket column named ``items`` or ``values`` would clash)."""
+    name = key.replace(".", "_") or "_"
+    return f"{name}_" if hasattr(nn.ModuleDict, name) else name
 
 
 class InputEncoder(nn.Module):

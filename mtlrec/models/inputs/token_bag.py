@@ -19,7 +19,7 @@ class TokenBag(nn.Module):
     def __init__(self, num_embeddings: int, embedding_dim: int = 8, mode: str = "mean"):
         super().__init__()
         if mode not in ("mean", "sum", "max"):
-            raise ValueError(f"encoder.bag_mode must be mean, sum or max, got {mode!r}")
+            raise ValueError(f"encoder.kinds.<kind>.mode must be mean, sum or max, got {mode!r}")
         self.bag = nn.EmbeddingBag(num_embeddings, embedding_dim, mode=mode, padding_idx=PAD)
         self.output_dim = embedding_dim
         self.reset_parameters()

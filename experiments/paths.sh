@@ -1,0 +1,19 @@
+# Sourced by every experiments/*/run.sh: where a sweep writes and where its archive and tables go.
+# Given folders (SWEEP_DIR, OUT) are taken relative to where the script was called from; the
+# defaults, and every path written into RESULTS.md, are relative to the repository (no machine
+# paths in what is published). Leaves the shell in the repository root.
+#   experiment_paths NAME SCRIPT_DIR  ->  sets $sweep, $out, $rel
+experiment_paths() {
+  local name=$1 here=$2
+  sweep=multirun/$name
+  out=experiments/$name
+  rel=experiments/$name
+  if [ -n "${SWEEP_DIR:-}" ]; then sweep=$(realpath -m "$SWEEP_DIR"); fi
+  if [ -n "${OUT:-}" ]; then out=$(realpath -m "$OUT"); fi
+  cd "$here/../.."
+}
+
+# keep a publishable copy of every complete result (no checkpoints, no machine paths)
+archive_runs() {
+  python -m mtlrec.report.archive "$sweep" "$out/runs"
+}
