@@ -78,12 +78,6 @@ class Preprocessor:
     def fitted_schema(self) -> Schema:
         return self.schema.with_fitted_tasks({t: enc.fitted_task() for t, enc in self.label_encoders.items()})
 
-    @property
-    def field_sizes(self) -> list[int]:
-        """Ids per categorical field, OOV included, in schema order ([] without categoricals)."""
-        cat = self.transformers.get("categorical")
-        return cat.field_sizes if cat is not None else []
-
     # -- transforming ----------------------------------------------------------------------
     def transform(self, frame: pd.DataFrame, split: str = "data", with_labels: bool = True) -> TensorTable:
         """Tensors for ``frame``; ``split`` only names the frame in error messages."""

@@ -119,14 +119,6 @@ class Schema:
     def of_kind(self, kind: str) -> list[FeatureSpec]:
         return [f for f in self.features if f.kind == kind]
 
-    @property
-    def categorical(self) -> list[FeatureSpec]:
-        return self.of_kind("categorical")
-
-    @property
-    def numeric(self) -> list[FeatureSpec]:
-        return self.of_kind("numeric")
-
     def task(self, name: str) -> TaskSpec:
         for t in self.tasks:
             if t.name == name:

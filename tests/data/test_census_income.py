@@ -153,9 +153,9 @@ def test_group1_inputs_are_exactly_the_papers(g1: RawDataset) -> None:
     for col in ("education", "marital_stat", "income_50k", "instance_weight", "income", "marital"):
         assert col not in names
     assert set(s.excluded) == {"income_50k", "marital_stat", "education", "instance_weight"}
-    assert [f.name for f in s.numeric] == NUMERIC
-    assert {f.name for f in s.numeric if f.options.get("log1p")} == MONEY
-    cats = {f.name for f in s.categorical}
+    assert [f.name for f in s.of_kind("numeric")] == NUMERIC
+    assert {f.name for f in s.of_kind("numeric") if f.options.get("log1p")} == MONEY
+    cats = {f.name for f in s.of_kind("categorical")}
     assert {"det_ind_code", "det_occ_code", "own_or_self", "vet_benefits", "year"} <= cats
     assert len(cats) == 31
     # the leakage guard refuses the excluded columns as features
@@ -175,9 +175,9 @@ def test_group1_keep_education_is_an_opt_in_deviation() -> None:
 def test_dtypes_and_missing_marker(g1: RawDataset) -> None:
     train = g1.splits["train"]
     rows = raw_rows(FIXTURE / TRAIN)
-    for f in g1.schema.numeric:
+    for f in g1.schema.of_kind("numeric"):
         assert train[f.name].dtype == np.float64
-    for f in g1.schema.categorical:
+    for f in g1.schema.of_kind("categorical"):
         assert pd.api.types.is_string_dtype(train[f.name]), f.name
         assert train[f.name].isna().sum() == 0, f.name
     assert train["year"].tolist() == [r[40] for r in rows]

@@ -27,7 +27,7 @@ def test_vocabularies_and_field_sizes_come_from_train(tiny_raw, cats) -> None:
     COLORS, CITIES, UNSEEN_CITY = cats
     pre = _fit(tiny_raw)
     assert pre.transformers["categorical"].vocabularies == {"color": sorted(COLORS), "city": sorted(CITIES)}
-    assert pre.field_sizes == [len(COLORS) + 1, len(CITIES) + 1]  # + OOV
+    assert pre.transformers["categorical"].field_sizes == [len(COLORS) + 1, len(CITIES) + 1]  # + OOV
     assert UNSEEN_CITY in set(tiny_raw.splits["val"]["city"])
 
 
@@ -51,10 +51,10 @@ def test_category_seen_only_in_val_maps_to_the_fields_oov_id(tiny_raw, cats) -> 
     cat = pre.transform(val, split="val").features["categorical"]
     unseen = torch.tensor((val["city"] == UNSEEN_CITY).to_numpy())
     assert unseen.sum() > 0
-    city_offset = pre.field_sizes[0]  # the city field starts after the color field
+    city_offset = pre.transformers["categorical"].field_sizes[0]  # the city field starts after the color field
     assert (cat[unseen, 1] == city_offset).all()  # id 0 of the city field
     assert (cat[~unseen, 1] > city_offset).all()
-    assert (cat[:, 1] < city_offset + pre.field_sizes[1]).all()
+    assert (cat[:, 1] < city_offset + pre.transformers["categorical"].field_sizes[1]).all()
     # an unseen value in the first field maps to global id 0
     odd = val.iloc[:3].copy()
     odd["color"] = "purple"
@@ -116,7 +116,7 @@ def test_saved_preprocessor_round_trips(tiny_raw, tmp_path, cats) -> None:
     loaded = Preprocessor.load(path, tiny_raw.schema)
     assert loaded.transformers["categorical"].vocabularies == pre.transformers["categorical"].vocabularies
     assert loaded.transformers["numeric"].stats == pre.transformers["numeric"].stats
-    assert loaded.field_sizes == pre.field_sizes
+    assert loaded.transformers["categorical"].field_sizes == pre.transformers["categorical"].field_sizes
     new = tiny_raw.splits["test"]
     a, b = pre.transform(new, split="test"), loaded.transform(new, split="test")
     assert torch.equal(a.features["categorical"], b.features["categorical"])

@@ -23,8 +23,8 @@ def _schema(extra_features=(), **kwargs) -> Schema:
 def test_valid_schema_views() -> None:
     s = _schema()
     assert s.task_names == ["ctr", "cvr", "kind"]
-    assert [f.name for f in s.categorical] == ["color"]
-    assert [f.name for f in s.numeric] == ["age"]
+    assert [f.name for f in s.of_kind("categorical")] == ["color"]
+    assert [f.name for f in s.of_kind("numeric")] == ["age"]
     assert s.task("kind").logit_dim == 3 and s.task("ctr").logit_dim == 1
     assert s.forbidden_feature_columns == {
         "user_id": "declared excluded by the dataset",

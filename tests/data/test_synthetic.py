@@ -56,7 +56,7 @@ def test_load_synthetic_dataset_shape_and_formula() -> None:
     raw = load_synthetic(correlation=0.8, dim=12, num_train=300, num_val=50, num_test=40, seed=5)
     assert {s: len(f) for s, f in raw.splits.items()} == {"train": 300, "val": 50, "test": 40}
     assert raw.schema.task_names == ["task1", "task2"] and raw.schema.main_task == "task1"
-    assert [f.name for f in raw.schema.numeric] == [f"x{i}" for i in range(12)] and raw.schema.categorical == []
+    assert [f.name for f in raw.schema.of_kind("numeric")] == [f"x{i}" for i in range(12)] and raw.schema.of_kind("categorical") == []
     assert all(t.kind == "regression" for t in raw.schema.tasks)
     assert raw.name == "synthetic_p0.8"
     # the generating weights are the first draw from the seeded generator

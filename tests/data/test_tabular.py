@@ -573,3 +573,23 @@ def test_time_split_by_shares_never_cuts_inside_one_timestamp(tmp_path) -> None:
     assert not (days["train"] & days["val"]) and not (days["val"] & days["test"]) and not (days["train"] & days["test"])
     assert max(days["train"]) < min(days["val"]) <= max(days["val"]) < min(days["test"])
     assert (len(ds.splits["train"]), days["val"], days["test"]) == (34, {8}, {9})  # the cut moved past day 7
+
+
+@pytest.mark.parametrize("name", ["ids.csv", "ids.parquet"])
+def test_text_columns_and_na_values_read_the_same_from_csv_and_parquet(tmp_path, name) -> None:
+    frame = interactions()
+    frame["zip"] = ["00123", "NA", "10001", None] * (N // 4)
+    if name.endswith(".csv"):  # what a CSV export holds: no quoting, an empty cell for the missing one
+        frame.to_csv(tmp_path / name, index=False)
+    else:
+        frame.to_parquet(tmp_path / name, index=False)
+    plain = load(tmp_path, files=name, split={"kind": "ratio", "seed": 1})
+    declared = load(tmp_path, files=name, split={"kind": "ratio", "seed": 1},
+                    reader={"text_columns": ["zip"], "na_values": [""]})
+    zips = pd.concat([declared.splits[s]["zip"] for s in ("train", "val", "test")]).sort_index()
+    assert zips.tolist()[:3] == ["00123", "NA", "10001"] and pd.isna(zips.tolist()[3])  # leading zeros, a literal NA
+    if name.endswith(".csv"):  # pandas' CSV defaults: a number, and NA as missing
+        plain_zips = pd.concat([plain.splits[s]["zip"] for s in ("train", "val", "test")]).sort_index()
+        assert plain_zips.tolist()[0] == 123 and pd.isna(plain_zips.tolist()[1])
+    message = error_of(SchemaError, load, tmp_path, files=name, reader={"text_columns": ["zipp"]})
+    assert "data.reader.text_columns" in message and "did you mean 'zip'" in message

@@ -269,7 +269,7 @@ def test_ple_parameter_count_formula(levels, tiny_preprocessed) -> None:
     model = PLE(pre.schema, build_encoder(pre, embedding_dim=E), num_levels=levels, specific_experts=S,
                 shared_experts=H, expert_units=(U,), tower_units=(tower,))
     emb_in = 2 * E + 2  # 2 categorical fields, 2 numerics
-    expected = sum(pre.field_sizes) * E
+    expected = sum(pre.transformers["categorical"].field_sizes) * E
     in_dim = emb_in
     for i in range(levels):
         expected += (T * S + H) * (in_dim * U + U)  # experts

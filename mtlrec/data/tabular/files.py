@@ -25,7 +25,7 @@ from mtlrec.data.tabular.options import checked_column, checked_entry, checked_o
 
 READER_DEFAULTS: dict[str, Any] = {
     "format": "auto", "delimiter": None, "header": True, "names": None, "rename": {}, "encoding": "utf-8",
-    "strip_types": False,
+    "strip_types": False, "text_columns": [], "na_values": None,
 }  # fmt: skip
 DOWNLOAD_KEYS = ("url", "sha256", "md5", "gunzip_md5")
 
@@ -83,11 +83,29 @@ def read_table(path: Path, given: Mapping | None, option: str) -> pd.DataFrame:
     opts = checked_options(given, READER_DEFAULTS, option)
     fmt = _file_format(path, opts["format"], option)
     frame = _read_parquet(path, opts, option) if fmt == "parquet" else _read_text(path, fmt, opts, option)
+    frame = _as_declared(frame, opts, path, option)
     frame = _normalise_dtypes(frame).reset_index(drop=True)
     if opts["strip_types"]:
         frame = _rename(frame, {c: str(c).rsplit(":", 1)[0] for c in frame.columns if ":" in str(c)}, path,
                         f"{option}.strip_types")
     return _rename(frame, dict(opts["rename"] or {}), path, f"{option}.rename")
+
+
+def _as_declared(frame: pd.DataFrame, opts: Mapping, path: Path, option: str) -> pd.DataFrame:
+    """``text_columns`` as text and ``na_values`` as the only missing-value markers, whatever the
+    format: identifiers with leading zeros (``00123``) or a literal ``NA`` (Namibia, a size) are
+    then the same from CSV and from Parquet, where pandas' CSV defaults would turn them into
+    ``123`` and a missing value."""
+    for column in opts["text_columns"] or []:
+        checked_column(frame, column, f"{option}.text_columns", str(path))
+        frame[column] = frame[column].astype(object).where(frame[column].notna(), None)
+        frame[column] = frame[column].map(lambda v: v if v is None or isinstance(v, str) else str(v))
+    if opts["na_values"] is not None:
+        markers = {str(v) for v in opts["na_values"]}
+        for column in frame.columns:
+            if frame[column].dtype == object or isinstance(frame[column].dtype, pd.StringDtype):
+                frame[column] = frame[column].where(~frame[column].isin(markers), None)
+    return frame
 
 
 def _read_parquet(path: Path, opts: Mapping, option: str) -> pd.DataFrame:
@@ -123,6 +141,10 @@ def _read_text(path: Path, fmt: str, opts: Mapping, option: str) -> pd.DataFrame
                 names=list(opts["names"]) if opts["names"] else None,
                 index_col=False,
                 encoding=opts["encoding"],
+                dtype={c: str for c in opts["text_columns"] or []} or None,
+                # na_values given: only those strings (and empty cells) are missing, not pandas' defaults
+                keep_default_na=opts["na_values"] is None,
+                na_values=[str(v) for v in opts["na_values"]] + [""] if opts["na_values"] is not None else None,
             )
     except UnicodeDecodeError as err:
         raise SchemaError(
