@@ -138,3 +138,18 @@ def test_dataloader_hands_out_whole_batches() -> None:
     for b in batches:  # row alignment across groups survives the gather
         assert torch.equal(b.labels["a"], b.features["categorical"][:, 0].float() * 10)
     assert torch.equal(rows, torch.cat(_epoch(IndexBatchSampler(10, 4, shuffle=True, seed=1), 0)))
+
+
+def test_a_batch_moves_every_tensor_to_a_device(tiny_raw) -> None:
+    """What Lightning calls on a GPU (checked here on the ``meta`` device, which every machine has):
+    features, labels and masks all move; on the CPU the batch is handed through untouched."""
+    from mtlrec.data.datamodule import TabularDataModule
+
+    dm = TabularDataModule(tiny_raw, batch_size=8)
+    dm.setup()
+    batch = dm.tables["train"][torch.arange(8)]
+    moved = dm.transfer_batch_to_device(batch, torch.device("meta"), 0)
+    tensors = [*moved.features.values(), *moved.labels.values(), *moved.masks.values()]
+    assert tensors and all(t.device.type == "meta" for t in tensors) and len(moved) == 8
+    assert set(moved.features) == set(batch.features) and set(moved.masks) == set(batch.masks)
+    assert dm.transfer_batch_to_device(batch, torch.device("cpu"), 0) is batch
