@@ -31,6 +31,7 @@ from omegaconf import DictConfig, OmegaConf
 
 import mtlrec
 from mtlrec.build import build_datamodule, build_module
+from mtlrec.data.messages import one_line
 from mtlrec.data.schema import SchemaError
 from mtlrec.extras import install_hint, missing_logger_extra
 from mtlrec.training.console import header, progress_bar_wanted, quiet_third_party
@@ -136,7 +137,7 @@ def run(cfg: DictConfig, output_dir: str | Path, overrides: list[str] | None = N
         callbacks = build_callbacks(cfg, module, output_dir / "checkpoints")
         logger = build_logger(cfg)
     except BAD_INPUT as err:
-        raise BadInputError(" ".join(str(err).split()) or type(err).__name__) from err
+        raise BadInputError(one_line(err) or type(err).__name__) from err
     per_task = any(isinstance(c, TaskwiseSelection) for c in callbacks)
     num_parameters = sum(p.numel() for p in module.architecture.parameters())
     console = cfg.get("console") or {}

@@ -19,8 +19,8 @@ import pandas as pd
 import torch
 from torch import Tensor
 
-from mtlrec.data.columns.base import shown
 from mtlrec.data.columns.categorical import category_keys
+from mtlrec.data.messages import shown
 from mtlrec.data.schema import SchemaError, TaskSpec
 
 

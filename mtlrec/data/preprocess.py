@@ -18,9 +18,9 @@ import pandas as pd
 import torch
 
 from mtlrec.data.columns import TRANSFORMERS, ColumnTransformer, transformer_class
-from mtlrec.data.columns.base import shown
 from mtlrec.data.columns.categorical import MISSING, OOV, category_keys  # noqa: F401  (re-exported)
 from mtlrec.data.labels import LabelEncoder, label_encoder
+from mtlrec.data.messages import shown
 from mtlrec.data.schema import Schema, SchemaError, TaskSpec
 from mtlrec.data.table import TensorTable
 from mtlrec.training.results import write_json_atomic

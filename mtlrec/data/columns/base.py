@@ -13,16 +13,10 @@ from abc import ABC, abstractmethod
 from collections.abc import Mapping, Sequence
 from typing import Any, ClassVar
 
-import numpy as np
 import pandas as pd
 from torch import Tensor
 
 from mtlrec.data.schema import FeatureSpec, SchemaError
-
-
-def shown(value: object) -> str:
-    """A cell as a user would type it in an error message (``6``, not numpy's ``np.int64(6)``)."""
-    return repr(value.item() if isinstance(value, np.generic) else value)
 
 
 class ColumnTransformer(ABC):

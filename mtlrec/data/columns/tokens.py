@@ -20,7 +20,8 @@ import pandas as pd
 import torch
 from torch import Tensor
 
-from mtlrec.data.columns.base import ColumnTransformer, shown
+from mtlrec.data.columns.base import ColumnTransformer
+from mtlrec.data.messages import shown
 from mtlrec.data.schema import SchemaError
 
 PAD, OOV = 0, 1

@@ -10,8 +10,9 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from mtlrec.data.messages import one_line
 from mtlrec.data.schema import FeatureSpec, Schema, SchemaError, TaskSpec
-from mtlrec.data.tabular.options import checked_entry, one_line
+from mtlrec.data.tabular.options import checked_entry
 
 TASK_KEYS = ("name", "kind", "label", "num_classes", "mask", "output_dim", "classes", "separator")
 

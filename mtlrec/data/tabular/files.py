@@ -20,8 +20,9 @@ import pandas as pd
 from pandas.api import types as ptypes
 
 from mtlrec.data.download import DatasetNotFoundError, fetch
+from mtlrec.data.messages import one_line
 from mtlrec.data.schema import SchemaError
-from mtlrec.data.tabular.options import checked_column, checked_entry, checked_options, one_line
+from mtlrec.data.tabular.options import checked_column, checked_entry, checked_options
 
 READER_DEFAULTS: dict[str, Any] = {
     "format": "auto", "delimiter": None, "header": True, "names": None, "rename": {}, "encoding": "utf-8",

@@ -14,9 +14,10 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from mtlrec.data.messages import shown
 from mtlrec.data.schema import SchemaError
 from mtlrec.data.tabular.files import locate, read_table
-from mtlrec.data.tabular.options import checked_column, checked_entry, shown
+from mtlrec.data.tabular.options import checked_column, checked_entry
 
 JOIN_KEYS = ("path", "key", "reader", "columns", "download")
 

@@ -12,19 +12,9 @@ import difflib
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-import numpy as np
 import pandas as pd
 
 from mtlrec.data.schema import SchemaError
-
-
-def one_line(text: object) -> str:
-    return " ".join(str(text).split())
-
-
-def shown(value: object) -> str:
-    """A cell value as a user would type it (``3``, not numpy's ``np.int64(3)``)."""
-    return repr(value.item() if isinstance(value, np.generic) else value)
 
 
 def _columns_hint(columns: Sequence[object], limit: int = 15) -> str:

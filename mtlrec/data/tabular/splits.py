@@ -16,9 +16,10 @@ import pandas as pd
 from pandas.api import types as ptypes
 
 from mtlrec.data.columns.categorical import category_keys
+from mtlrec.data.messages import shown
 from mtlrec.data.raw import SPLITS
 from mtlrec.data.schema import SchemaError
-from mtlrec.data.tabular.options import checked_column, checked_options, shown
+from mtlrec.data.tabular.options import checked_column, checked_options
 
 SPLIT_DEFAULTS: dict[str, Any] = {
     "kind": None, "ratios": [0.8, 0.1, 0.1], "seed": 0, "column": None,

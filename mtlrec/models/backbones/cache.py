@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import hashlib
 import os
-import tempfile
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -27,6 +26,8 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 from torchvision.io import ImageReadMode, decode_image
+
+from mtlrec.report.output import write_with
 
 
 def file_sha256(path: str | os.PathLike) -> str:
@@ -87,20 +88,12 @@ class FeatureCache:
             out = self.backbone(images).float().cpu().numpy()
             self.calls += 1
             for (digest, _), row in zip(chunk, out):
-                _save_atomically(self._entry(digest), row)
+                write_with(self._entry(digest), lambda fh, row=row: np.save(fh, row))
             if bar is not None:
                 bar.update(len(chunk))
         if bar is not None:
             bar.close()
         self.last_images_per_second = len(items) / max(time.perf_counter() - started, 1e-9)
-
-
-def _save_atomically(path: Path, row: np.ndarray) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".part")
-    with os.fdopen(fd, "wb") as f:
-        np.save(f, row)
-    os.replace(tmp, path)
 
 
 def _progress(total: int):

@@ -28,6 +28,8 @@ from torch import Tensor, nn
 from torchvision import models
 from torchvision.models import WeightsEnum
 
+from mtlrec.data.messages import one_line
+
 ARCHS: dict[str, tuple[Callable[..., models.VGG], type[WeightsEnum]]] = {
     "vgg16": (models.vgg16, models.VGG16_Weights),
     "vgg16_bn": (models.vgg16_bn, models.VGG16_BN_Weights),
@@ -157,7 +159,7 @@ def load_features(vgg: models.VGG, path: str | Path) -> None:
         missing, unexpected = vgg.features.load_state_dict(features, strict=False)
         problem = f"missing {missing[:3]}, unexpected {unexpected[:3]}" if missing or unexpected else ""
     except RuntimeError as err:  # shapes that do not match
-        problem = " ".join(str(err).split())[:200]
+        problem = one_line(err)[:200]
     if problem:
         raise WeightsNotAvailableError(
             f"backbone.weights_path: {path} does not fit this backbone ({problem}); is it for the other arch "
