@@ -20,7 +20,7 @@ from mtlrec.models.base import Architecture
 from mtlrec.models.inputs.encoder import InputEncoder
 from mtlrec.training.module import MultiTaskModule
 
-LOADER_OPTIONS = ("batch_size", "eval_batch_size")
+LOADER_OPTIONS = ("batch_size", "eval_batch_size", "num_workers")
 
 
 def _instantiate(node, **kwargs):
@@ -48,7 +48,9 @@ def build_datamodule(cfg: DictConfig) -> TabularDataModule:
 
 
 def build_input_encoder(cfg: DictConfig, preprocessor: Preprocessor) -> InputEncoder:
-    return _instantiate(cfg.encoder)(preprocessor=preprocessor)
+    """The ``backbone`` group (``none`` by default) gives the image backbone, if any."""
+    backbone = _instantiate(cfg.backbone) if cfg.get("backbone") else None
+    return _instantiate(cfg.encoder)(preprocessor=preprocessor, backbone=backbone)
 
 
 def build_architecture(cfg: DictConfig, schema: Schema, preprocessor: Preprocessor) -> Architecture:
@@ -58,10 +60,18 @@ def build_architecture(cfg: DictConfig, schema: Schema, preprocessor: Preprocess
 
 
 def build_module(cfg: DictConfig, datamodule: TabularDataModule) -> MultiTaskModule:
+    """Also tells the datamodule what its workers must do to a batch first (read pixels for an
+    image backbone that trains), as the encoder asks."""
     schema = datamodule.schema
+    architecture = build_architecture(cfg, schema, datamodule.preprocessor)
+    transforms = {}
+    for module in architecture.modules():
+        if isinstance(module, InputEncoder):
+            transforms.update(module.batch_transforms())
+    datamodule.set_batch_transforms(transforms)
     return MultiTaskModule(
         schema,
-        build_architecture(cfg, schema, datamodule.preprocessor),
+        architecture,
         weighting=_instantiate(cfg.weighting),
         optimizer=instantiate(cfg.optimizer),
         labelled_counts=datamodule.labelled_counts(),

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import os
+from collections.abc import Callable, Mapping
 from pathlib import Path
 
 import lightning as L
 import torch
 from torch.utils.data import DataLoader
 
+from mtlrec.data.images import BatchTransforms
 from mtlrec.data.preprocess import Preprocessor
 from mtlrec.data.raw import SPLITS, RawDataset
 from mtlrec.data.schema import Schema, SchemaError
@@ -16,11 +19,6 @@ from mtlrec.training.results import write_json_atomic
 
 SCHEMA_FILE = "schema.json"
 PREPROCESSOR_FILE = "preprocessor.json"
-
-
-def _whole_batch(batch):
-    """Batches are already formed by indexing the table: nothing to collate."""
-    return batch
 
 
 def check_split(table: TensorTable, schema: Schema, where: str) -> None:
@@ -56,14 +54,27 @@ class TabularDataModule(L.LightningDataModule):
     The preprocessor is fit on the training split only; validation and test are transformed with
     it (unseen categories -> OOV). Training batches follow a seeded per-epoch permutation.
     :attr:`schema` is the *fitted* schema (e.g. multilabel tags learned from training).
+
+    Batches are formed by indexing the tables, so there is nothing to collate; the collate step
+    only runs :attr:`batch_transforms` (reading pixels for a backbone that trains), in
+    ``num_workers`` worker processes. ``num_workers=None``: 0 when there is nothing to transform
+    (workers would only add copies), else up to 2.
     """
 
-    def __init__(self, raw: RawDataset, batch_size: int = 1024, eval_batch_size: int = 16384, seed: int = 0):
+    def __init__(self, raw: RawDataset, batch_size: int = 1024, eval_batch_size: int = 16384, seed: int = 0,
+                 num_workers: int | None = None):
         super().__init__()
+        if num_workers is not None and num_workers < 0:
+            raise ValueError(f"data.loader.num_workers must be >= 0, got {num_workers}")
         self.raw, self.schema = raw, raw.schema
         self.batch_size, self.eval_batch_size, self.seed = batch_size, eval_batch_size, seed
+        self.num_workers = num_workers
         self.preprocessor = Preprocessor(raw.schema)
         self.tables: dict[str, TensorTable] = {}
+        self.batch_transforms: dict[str, Callable] = {}
+
+    def set_batch_transforms(self, transforms: Mapping[str, Callable]) -> None:
+        self.batch_transforms = dict(transforms)
 
     def setup(self, stage: str | None = None) -> None:
         if self.tables:
@@ -95,7 +106,11 @@ class TabularDataModule(L.LightningDataModule):
     def _loader(self, split: str, batch_size: int, shuffle: bool) -> DataLoader:
         table = self.tables[split]
         sampler = IndexBatchSampler(len(table), batch_size, shuffle=shuffle, seed=self.seed)
-        return DataLoader(table, sampler=sampler, batch_size=None, collate_fn=_whole_batch)
+        workers = self.num_workers
+        if workers is None:
+            workers = min(2, os.cpu_count() or 1) if self.batch_transforms else 0
+        return DataLoader(table, sampler=sampler, batch_size=None, collate_fn=BatchTransforms(self.batch_transforms),
+                          num_workers=workers, persistent_workers=workers > 0)
 
     def train_dataloader(self) -> DataLoader:
         return self._loader("train", self.batch_size, shuffle=True)

@@ -23,10 +23,15 @@ from mtlrec.weighting.base import SharedModel
 @dataclass
 class TaskOutputs:
     """``logits[task]``: ``[B]`` for binary/scalar regression, ``[B, C]`` for C classes / vector
-    regression. ``gates[name]``: gate weights ``[B, E]`` (for utilisation diagnostics)."""
+    regression. ``gates[name]``: gate weights ``[B, E]`` (for utilisation diagnostics).
+    ``features``: the encoder's output when every task reads it (``None`` for independent
+    networks). Everything with millions of parameters (embedding tables, an image backbone) sits
+    below it, so a gradient-based weighting can work at this representation instead of on those
+    parameters (:class:`~mtlrec.weighting.aggregation.AggregationWeighting`, ``level``)."""
 
     logits: dict[str, Tensor]
     gates: dict[str, Tensor] = field(default_factory=dict)
+    features: Tensor | None = None
 
 
 class Architecture(nn.Module, ABC):
@@ -46,10 +51,11 @@ class Architecture(nn.Module, ABC):
     def make_towers(self, in_dim: int, units: Sequence[int], dropout: float = 0.0) -> nn.ModuleDict:
         return nn.ModuleDict({t: Tower(in_dim, units, self.logit_dims[t], dropout) for t in self.task_names})
 
-    def outputs(self, logits: dict[str, Tensor], gates: dict[str, Tensor] | None = None) -> TaskOutputs:
+    def outputs(self, logits: dict[str, Tensor], gates: dict[str, Tensor] | None = None,
+                features: Tensor | None = None) -> TaskOutputs:
         """Squeeze single-logit heads to ``[B]`` so losses see the label's shape."""
         squeezed = {t: v.squeeze(-1) if self.logit_dims[t] == 1 else v for t, v in logits.items()}
-        return TaskOutputs(squeezed, gates or {})
+        return TaskOutputs(squeezed, gates or {}, features)
 
     @abstractmethod
     def forward(self, batch: Batch) -> TaskOutputs: ...
@@ -71,8 +77,12 @@ class Architecture(nn.Module, ABC):
         """Partition parameters into shared / task-specific for the weighting."""
         task_ids = {id(p) for m in self.task_specific_modules() for p in m.parameters()}
         params = list(self.parameters())
+        shared = [p for p in params if id(p) not in task_ids]
+        encoder = getattr(self, "encoder", None)
+        below = {id(p) for p in encoder.parameters()} if isinstance(encoder, nn.Module) else set()
         return SharedModel(
-            shared_parameters=[p for p in params if id(p) not in task_ids],
+            shared_parameters=shared,
             last_shared_parameters=self.last_shared_parameters(),
             task_parameters=[p for p in params if id(p) in task_ids],
+            encoder_parameters=[p for p in shared if id(p) in below],
         )

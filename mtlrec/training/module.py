@@ -99,13 +99,14 @@ class MultiTaskModule(L.LightningModule):
     # -- training ----------------------------------------------------------------------------
     def configure_optimizers(self) -> torch.optim.Optimizer:
         # only the architecture: a weighting's learnable weights have their own optimizer
-        return self.optimizer_factory(self.architecture.parameters())
+        return self.optimizer_factory(parameter_groups(self.architecture))
 
     def training_step(self, batch: Batch, batch_idx: int) -> None:
-        losses = self.task_losses(self(batch), batch)
+        outputs = self(batch)
+        losses = self.task_losses(outputs, batch)
         optimizer = self.optimizers()
         optimizer.zero_grad(set_to_none=True)
-        self.weighting.backward(losses, self.manual_backward)
+        self.weighting.backward(losses, self.manual_backward, features=outputs.features)
         optimizer.step()
         weights = self.weighting.weights()
         self._accumulate(losses, weights)
@@ -172,6 +173,23 @@ class MultiTaskModule(L.LightningModule):
 
     def on_test_epoch_end(self) -> None:
         self._log_metrics("test")
+
+
+def parameter_groups(module: nn.Module) -> list[dict] | Iterable[nn.Parameter]:
+    """The module's parameters, with those of each submodule that sets ``optimizer_options``
+    (e.g. an image backbone's smaller learning rate: ``{"lr": 1e-4}``) in a group of their own.
+    Just the parameters when no submodule asks (the optimizer is then built exactly as before)."""
+    groups, seen = [], set()
+    for sub in module.modules():
+        options = getattr(sub, "optimizer_options", None)
+        if options:
+            params = [p for p in sub.parameters() if p.requires_grad and id(p) not in seen]
+            seen.update(id(p) for p in params)
+            if params:
+                groups.append({"params": params, **options})
+    if not groups:
+        return module.parameters()
+    return [{"params": [p for p in module.parameters() if id(p) not in seen]}, *groups]
 
 
 def _in_sample_space(outputs: TaskOutputs, batch: Batch, task: str) -> tuple[Tensor, Tensor]:

@@ -28,6 +28,17 @@ Mechanics of one step (the caller has zeroed the gradients):
 Cost: the Jacobian pass (T vectorised backward passes) plus one ordinary backward.
 With no shared parameters (independent networks) the scheme is exactly ``backward_fn(Σ_k L_k)``.
 
+``level="representation"``: the Jacobian is taken with respect to the shared representation z
+(``TaskOutputs.features``, the encoder's output) and the shared parameters *above* it, never with
+respect to the encoder's own parameters (embedding tables, an image backbone: millions of them).
+The aggregated direction's z-part is then back-propagated once through the encoder, so T
+vectorised backward passes stop at z and one ordinary pass crosses the encoder. This is the
+representation-level approximation of Sener & Koltun (NeurIPS 2018, MGDA-UB): the aggregator sees
+the per-task gradients on z, which bound those on the parameters below. It is what a trainable
+image backbone needs; with ``level="parameters"`` (the default, exact) a trainable backbone's
+parameters join the Jacobian (T passes through the CNN, T rows over its parameters). Without
+``features`` (independent networks) both levels are the same.
+
 Limitations: the shared gradient bypasses ``backward_fn``, so a precision plugin's loss scaling
 (fp16 ``GradScaler``) would not apply to it — use fp32 or bf16 with these schemes; likewise DDP's
 gradient all-reduce would not see it (single-device training). Jacobian rows are the tasks present
@@ -45,7 +56,7 @@ from torch import Tensor
 from torchjd import Stateful
 from torchjd.aggregation import Aggregator
 from torchjd.autojac import backward as jac_backward
-from torchjd.autojac import jac_to_grad
+from torchjd.autojac import jac, jac_to_grad
 
 from .base import BackwardFn, Weighting
 
@@ -82,6 +93,8 @@ class AggregationWeighting(Weighting):
     once via ``vmap``; 1: sequential, for models ``vmap`` cannot handle).
     ``optimize_gramian_computation``: forwarded to ``jac_to_grad`` (memory saving for
     Gramian-based aggregators such as UPGrad, MGDA, PCGrad, CAGrad).
+    ``level``: ``"parameters"`` (Jacobian over every shared parameter) or ``"representation"``
+    (over the shared representation and the shared parameters above it; see the module docstring).
     """
 
     def __init__(
@@ -89,8 +102,12 @@ class AggregationWeighting(Weighting):
         aggregator: AggregatorSpec,
         parallel_chunk_size: int | None = None,
         optimize_gramian_computation: bool = False,
+        level: str = "parameters",
     ) -> None:
         super().__init__()
+        if level not in ("parameters", "representation"):
+            raise ValueError(f"weighting.level must be parameters or representation, got {level!r}")
+        self.level = level
         if isinstance(aggregator, Aggregator):
             self.aggregator: Aggregator | None = aggregator
             self._aggregator_spec: AggregatorSpec | None = None
@@ -107,9 +124,12 @@ class AggregationWeighting(Weighting):
         if isinstance(self.aggregator, Stateful):
             self.aggregator.reset()
         self._shared = [p for p in self._model.shared_parameters if p.requires_grad]
+        below = {id(p) for p in self._model.encoder_parameters}
+        self._below = [p for p in self._shared if id(p) in below]
+        self._above = [p for p in self._shared if id(p) not in below]
         self._last_weights_t = None
 
-    def backward(self, losses: Mapping[str, Tensor], backward_fn: BackwardFn) -> None:
+    def backward(self, losses: Mapping[str, Tensor], backward_fn: BackwardFn, features: Tensor | None = None) -> None:
         present = [t for t in self.task_names if t in losses]
         loss_list = [losses[t].reshape(()) for t in present]
         total = torch.stack(loss_list).sum()
@@ -131,6 +151,9 @@ class AggregationWeighting(Weighting):
             self._last_weights_t = None
             return
 
+        if self.level == "representation" and features is not None:
+            self._backward_at_representation(loss_list, present, total, features, backward_fn)
+            return
         jac_backward(
             loss_list,
             inputs=self._shared,
@@ -151,6 +174,23 @@ class AggregationWeighting(Weighting):
                     p.grad = g
         w = jac_to_grad(self._shared, self.aggregator, optimize_gramian_computation=self.optimize_gramian_computation)
         self._last_weights_t = (present, w.detach()) if w is not None else None
+
+    def _backward_at_representation(self, loss_list: list[Tensor], present: list[str], total: Tensor,
+                                    features: Tensor, backward_fn: BackwardFn) -> None:
+        jacobians = jac(loss_list, inputs=[features, *self._above], retain_graph=True,
+                        parallel_chunk_size=self.parallel_chunk_size)
+        stand_in = features.detach().requires_grad_()  # carries z's Jacobian rows into jac_to_grad, and back its .grad
+        stand_in.jac = jacobians[0]
+        for param, rows in zip(self._above, jacobians[1:], strict=True):
+            param.jac = rows
+        w = jac_to_grad([stand_in, *self._above], self.aggregator,
+                        optimize_gramian_computation=self.optimize_gramian_computation)
+        self._last_weights_t = (present, w.detach()) if w is not None else None
+        task_params = [p for p in self._model.task_parameters if p.requires_grad]
+        if self._below:  # the aggregated z-direction, once through the encoder
+            backward_fn((features * stand_in.grad).sum(), inputs=self._below, retain_graph=bool(task_params))
+        if task_params:
+            backward_fn(total, inputs=task_params)
 
     def weights(self) -> dict[str, float]:
         """The aggregator's weights on the task gradients at the last step (shared parameters):

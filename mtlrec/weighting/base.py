@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 from torch import Tensor, nn
@@ -30,11 +30,14 @@ class SharedModel:
     ``task_parameters``: every other parameter; each element of it is used by one task only
     (towers, MMoE gates, PLE task experts — several tasks' experts may sit stacked in one tensor,
     which is why this is a flat list rather than a per-task dict).
+    ``encoder_parameters``: the shared parameters below ``TaskOutputs.features`` (the input
+    encoder: embeddings, an image backbone), a subset of ``shared_parameters``.
     """
 
     shared_parameters: list[nn.Parameter]
     last_shared_parameters: list[nn.Parameter]
     task_parameters: list[nn.Parameter]
+    encoder_parameters: list[nn.Parameter] = field(default_factory=list)
 
 
 class Weighting(nn.Module, ABC):
@@ -47,7 +50,9 @@ class Weighting(nn.Module, ABC):
       and updates the weighting's own learnable weights, if any);
       ``on_train_epoch_end(epoch_mean_losses)`` at the end of each training epoch.
     ``backward_fn`` is the trainer's backward (Lightning's ``manual_backward``) to be used for the
-    final scalar, so precision plugins and strategies keep working.
+    final scalar, so precision plugins and strategies keep working. ``features`` is the forward
+    pass's ``TaskOutputs.features`` (the shared representation, or ``None``); only schemes that can
+    work at the representation level read it.
     """
 
     def setup(
@@ -71,7 +76,7 @@ class Weighting(nn.Module, ABC):
         ``task_kinds`` and the model view are set by then)."""
 
     @abstractmethod
-    def backward(self, losses: Mapping[str, Tensor], backward_fn: BackwardFn) -> None:
+    def backward(self, losses: Mapping[str, Tensor], backward_fn: BackwardFn, features: Tensor | None = None) -> None:
         """Fill gradients for one step from the per-task (scalar) losses."""
 
     def weights(self) -> dict[str, float]:

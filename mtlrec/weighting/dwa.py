@@ -33,7 +33,7 @@ class DWAWeighting(Weighting):
         self.history: list[dict[str, float]] = []  # epoch-mean losses, oldest first
         self._weights = {t: 1.0 for t in self.task_names}
 
-    def backward(self, losses: Mapping[str, Tensor], backward_fn: BackwardFn) -> None:
+    def backward(self, losses: Mapping[str, Tensor], backward_fn: BackwardFn, features: Tensor | None = None) -> None:
         backward_fn(weighted_sum(losses, self._weights))
 
     def weights(self) -> dict[str, float]:

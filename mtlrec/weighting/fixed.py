@@ -55,7 +55,7 @@ class FixedWeighting(Weighting):
         else:
             self._weights = {t: self._given.get(t, 1.0) for t in self.task_names}
 
-    def backward(self, losses: Mapping[str, Tensor], backward_fn: BackwardFn) -> None:
+    def backward(self, losses: Mapping[str, Tensor], backward_fn: BackwardFn, features: Tensor | None = None) -> None:
         backward_fn(weighted_sum(losses, self._weights))
 
     def weights(self) -> dict[str, float]:

@@ -88,7 +88,7 @@ class GradNormWeighting(LearnedWeighting):
     def _learned_parameters(self) -> list[nn.Parameter]:
         return [self.task_weights]
 
-    def backward(self, losses: Mapping[str, Tensor], backward_fn: BackwardFn) -> None:
+    def backward(self, losses: Mapping[str, Tensor], backward_fn: BackwardFn, features: Tensor | None = None) -> None:
         idx = [i for i, t in enumerate(self.task_names) if t in losses]
         present = [self.task_names[i] for i in idx]
         w_all = self.task_weights

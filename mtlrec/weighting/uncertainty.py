@@ -104,7 +104,7 @@ class UncertaintyWeighting(LearnedWeighting):
     def _learned_parameters(self) -> list[nn.Parameter]:
         return [self.log_vars]
 
-    def backward(self, losses: Mapping[str, Tensor], backward_fn: BackwardFn) -> None:
+    def backward(self, losses: Mapping[str, Tensor], backward_fn: BackwardFn, features: Tensor | None = None) -> None:
         idx = [i for i, t in enumerate(self.task_names) if t in losses]
         present = [self.task_names[i] for i in idx]
         stacked = torch.stack([losses[t].reshape(()) for t in present])

@@ -8,12 +8,13 @@ from __future__ import annotations
 
 from mtlrec.data.columns.base import ColumnTransformer
 from mtlrec.data.columns.categorical import CategoricalColumns
+from mtlrec.data.columns.image import ImageColumn
 from mtlrec.data.columns.numeric import NumericColumns
 from mtlrec.data.columns.tokens import MultiHotColumn, TextColumn
 from mtlrec.data.schema import SchemaError
 
 TRANSFORMERS: dict[str, type[ColumnTransformer]] = {
-    cls.kind: cls for cls in (CategoricalColumns, NumericColumns, MultiHotColumn, TextColumn)
+    cls.kind: cls for cls in (CategoricalColumns, NumericColumns, MultiHotColumn, TextColumn, ImageColumn)
 }
 
 

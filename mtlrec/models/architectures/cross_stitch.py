@@ -57,10 +57,10 @@ class CrossStitch(Architecture):
         self.towers = self.make_towers(in_dim, tower_units, dropout)
 
     def forward(self, batch: Batch) -> TaskOutputs:
-        h = self.encoder(batch)
+        x = h = self.encoder(batch)
         for column, stitch in zip(self.columns, self.stitches):
             h = stitch(column(h))
-        return self.outputs({t: self.towers[t](h[:, k]) for k, t in enumerate(self.task_names)})
+        return self.outputs({t: self.towers[t](h[:, k]) for k, t in enumerate(self.task_names)}, features=x)
 
     def task_specific_modules(self) -> list[nn.Module]:
         # every stitch mixes all columns into every task, so each column serves all tasks:

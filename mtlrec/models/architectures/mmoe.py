@@ -24,7 +24,7 @@ class MMoE(MixtureOfExperts):
         experts = self.experts(x)
         gates = {t: gate(x) for t, gate in self.gates.items()}
         logits = {t: self.towers[t](mix(experts, gates[t])) for t in self.task_names}
-        return self.outputs(logits, gates)
+        return self.outputs(logits, gates, features=x)
 
     def task_specific_modules(self) -> list[nn.Module]:
         return [self.gates, self.towers]

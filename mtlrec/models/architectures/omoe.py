@@ -20,7 +20,7 @@ class OMoE(MixtureOfExperts):
         x = self.encoder(batch)
         weights = self.gate(x)
         shared = mix(self.experts(x), weights)
-        return self.outputs({t: tower(shared) for t, tower in self.towers.items()}, {"shared": weights})
+        return self.outputs({t: tower(shared) for t, tower in self.towers.items()}, {"shared": weights}, features=x)
 
     def task_specific_modules(self) -> list[nn.Module]:
         return [self.towers]

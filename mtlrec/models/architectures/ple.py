@@ -104,7 +104,7 @@ class PLE(Architecture):
             if shared_w is not None:
                 gates[f"level{i}/shared"] = shared_w
         logits = {t: self.towers[t](task_inputs[:, k]) for k, t in enumerate(self.task_names)}
-        return self.outputs(logits, gates)
+        return self.outputs(logits, gates, features=x)
 
     def task_specific_modules(self) -> list[nn.Module]:
         """Only what no other task's loss can reach.

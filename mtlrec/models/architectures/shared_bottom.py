@@ -32,8 +32,9 @@ class SharedBottom(Architecture):
         self.towers = self.make_towers(self.bottom.output_dim, tower_units, dropout)
 
     def forward(self, batch: Batch) -> TaskOutputs:
-        shared = self.bottom(self.encoder(batch))
-        return self.outputs({t: tower(shared) for t, tower in self.towers.items()})
+        x = self.encoder(batch)
+        shared = self.bottom(x)
+        return self.outputs({t: tower(shared) for t, tower in self.towers.items()}, features=x)
 
     def task_specific_modules(self) -> list[nn.Module]:
         return [self.towers]

@@ -25,8 +25,8 @@ from pathlib import Path
 import numpy as np
 import torch
 from torch import Tensor, nn
-from torchvision.io import ImageReadMode, decode_image
 
+from mtlrec.data.images import load_image
 from mtlrec.report.output import write_with
 
 
@@ -39,17 +39,13 @@ def file_sha256(path: str | os.PathLike) -> str:
 
 
 def model_key(backbone: nn.Module, transform: Callable) -> str:
-    """A digest of the backbone's weights and buffers, its class and the transform's ``repr``."""
-    digest = hashlib.sha256(f"{type(backbone).__qualname__}|{getattr(backbone, 'output_dim', '')}|{transform!r}".encode())
+    """A digest of the backbone's weights and buffers, its structure (``repr``: layers, pooling) and
+    the transform's ``repr``."""
+    digest = hashlib.sha256(f"{backbone!r}|{transform!r}".encode())
     for name, tensor in backbone.state_dict().items():
         digest.update(name.encode())
         digest.update(tensor.detach().cpu().contiguous().numpy().tobytes())
     return digest.hexdigest()[:20]
-
-
-def load_image(path: str | os.PathLike) -> Tensor:
-    """``[3, H, W]`` uint8 (grey and RGBA images converted to RGB)."""
-    return decode_image(str(path), mode=ImageReadMode.RGB)
 
 
 class FeatureCache:
@@ -65,6 +61,7 @@ class FeatureCache:
         self.folder = Path(root).expanduser() / model_key(backbone, transform)
         self.calls = 0
         self.last_images_per_second: float | None = None
+        self.last_computed = 0  # images computed by the last call of features()
 
     def _entry(self, digest: str) -> Path:
         return self.folder / digest[:2] / f"{digest}.npy"
@@ -72,6 +69,7 @@ class FeatureCache:
     def features(self, paths: Sequence[str | os.PathLike]) -> Tensor:
         digests = [file_sha256(p) for p in paths]
         missing = {d: p for d, p in zip(digests, paths) if not self._entry(d).exists()}
+        self.last_computed = len(missing)
         if missing:
             self._compute(missing)
         return torch.from_numpy(np.stack([np.load(self._entry(d)) for d in digests])) if digests else torch.empty(0)

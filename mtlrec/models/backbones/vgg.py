@@ -14,7 +14,13 @@ in torchvision, plus the freezing policies of the classic transfer recipe.
   extractor), ``"none"``, or an integer k: only the last k of VGG's five convolutional blocks
   train. Frozen blocks stay in eval mode even when Lightning calls ``train()`` every epoch, so a
   frozen BatchNorm's running statistics never move (``requires_grad=False`` alone would still
-  update them).
+  update them). :meth:`VGGBackbone.split` cuts the network at the freezing boundary, so the frozen
+  part's output can be cached (:mod:`mtlrec.models.inputs.image`).
+* **Random weights** (no ``weights``, no ``weights_path``) are drawn from ``init_seed``, not from
+  the run's seed: every run of a sweep then shares one fixed random extractor, and its cached
+  features, as it would share pretrained ones.
+* ``lr``: the learning rate of the backbone's trained parameters (usually smaller than the
+  model's: pretrained filters should move slowly); ``None`` keeps the model's.
 """
 
 from __future__ import annotations
@@ -63,6 +69,8 @@ class VGGBackbone(nn.Module):
         input_size: int = 224,
         pool: str = "avg",
         transform_from: str = "IMAGENET1K_V1",
+        init_seed: int = 0,
+        lr: float | None = None,
     ):
         super().__init__()
         if arch not in ARCHS:
@@ -72,8 +80,12 @@ class VGGBackbone(nn.Module):
         if pool not in ("avg", "flatten"):
             raise ValueError(f"backbone.pool must be avg or flatten, got {pool!r}")
         builder, weights_enum = ARCHS[arch]
+        if lr is not None and not lr > 0:
+            raise ValueError(f"backbone.lr must be > 0 (or null for the model's learning rate), got {lr}")
         chosen = _weights(weights_enum, weights, "backbone.weights") if weights else None
-        vgg = _build(builder, chosen, arch)
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(init_seed)
+            vgg = _build(builder, chosen, arch)
         if weights_path:
             load_features(vgg, weights_path)
         self.blocks = nn.ModuleList(conv_blocks(vgg.features))
@@ -88,6 +100,7 @@ class VGGBackbone(nn.Module):
         source = chosen or _weights(weights_enum, transform_from, "backbone.transform_from")
         self.transform = source.transforms(crop_size=input_size, resize_size=round(input_size * 256 / 224))
         self.frozen = self._freeze(freeze)
+        self.lr = lr
 
     def _freeze(self, freeze: str | int) -> list[int]:
         """Indices of the frozen blocks; their parameters stop requiring gradients."""
@@ -121,6 +134,17 @@ class VGGBackbone(nn.Module):
         for block in self.blocks:
             x = block(x)
         return self.pool(x).flatten(1)
+
+    def split(self) -> tuple[nn.Sequential | None, nn.Sequential | None]:
+        """(frozen part, trained part), sharing this backbone's layers: ``trained(frozen(x)) ==
+        self(x)``. The pooling goes with the trained part, or with the frozen one when all is frozen;
+        either part is ``None`` when empty."""
+        k = len(self.frozen)
+        head = [self.pool, nn.Flatten(1)]
+        if k == len(self.blocks):
+            return nn.Sequential(*self.blocks, *head).eval(), None
+        trained = nn.Sequential(*self.blocks[k:], *head)
+        return (nn.Sequential(*self.blocks[:k]).eval() if k else None), trained
 
 
 def _weights(enum: type[WeightsEnum], name: str, option: str) -> WeightsEnum:

@@ -9,7 +9,8 @@ of :mod:`mtlrec.data.columns`), built from what its fitted transformer reports.
 from __future__ import annotations
 
 import copy
-from collections.abc import Mapping
+import inspect
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import torch
@@ -17,6 +18,7 @@ from torch import Tensor, nn
 
 from mtlrec.data.preprocess import Preprocessor
 from mtlrec.models.inputs.categorical import CategoricalEmbedding
+from mtlrec.models.inputs.image import ImageInput
 from mtlrec.models.inputs.numeric import NumericInput
 from mtlrec.models.inputs.token_bag import TokenBag
 
@@ -25,6 +27,7 @@ LAYERS: dict[str, type[nn.Module]] = {
     "numeric": NumericInput,
     "multi_hot": TokenBag,
     "text": TokenBag,
+    "image": ImageInput,
 }
 
 
@@ -60,16 +63,29 @@ class InputEncoder(nn.Module):
             layer.reset_parameters()
 
     def fresh_copy(self) -> "InputEncoder":
-        """The same structure with newly drawn weights (independent per-task networks)."""
-        twin = copy.deepcopy(self)
+        """The same structure with newly drawn weights (independent per-task networks). What a
+        layer lists in ``shared_objects()`` (an image catalog, cached features) is kept, not copied."""
+        keep = [obj for layer in self.layers.values() for obj in getattr(layer, "shared_objects", list)()]
+        twin = copy.deepcopy(self, memo={id(obj): obj for obj in keep})
         twin.reset_parameters()
         return twin
+
+    def batch_transforms(self) -> dict[str, Callable]:
+        """Batch key -> what the DataLoader's workers must do to that feature first (an image
+        layer that trains its backbone needs pixels); empty for most encoders."""
+        transforms = {}
+        for key, layer in zip(self.keys, self.layers.values()):
+            transform = getattr(layer, "batch_transform", lambda: None)()
+            if transform is not None:
+                transforms[key] = transform
+        return transforms
 
 
 def build_encoder(
     preprocessor: Preprocessor,
     embedding_dim: int = 8,
     kinds: Mapping[str, Mapping[str, Any]] | None = None,
+    backbone: nn.Module | None = None,
 ) -> InputEncoder:
     """The encoder for a fitted preprocessing.
 
@@ -77,6 +93,7 @@ def build_encoder(
         embedding_dim: width of every embedding (categorical fields, token bags).
         kinds: per-kind layer options, e.g. ``{text: {embedding_dim: 32, mode: sum}}``
             (``embedding_dim`` overrides the shared width for that kind).
+        backbone: the image backbone (config group ``backbone``), shared by every image feature.
     """
     kinds = {k: dict(v or {}) for k, v in (kinds or {}).items()}
     unknown = sorted(set(kinds) - set(LAYERS))
@@ -84,9 +101,19 @@ def build_encoder(
         raise ValueError(f"encoder.kinds: unknown feature kind(s) {unknown}; kinds are {sorted(LAYERS)}")
     layers: dict[str, nn.Module] = {}
     for key, transformer in preprocessor.transformers.items():
-        options = {"embedding_dim": embedding_dim, **kinds.get(transformer.kind, {})}
+        layer = LAYERS[transformer.kind]
+        accepts = inspect.signature(layer).parameters
+        options = {"embedding_dim": embedding_dim} if "embedding_dim" in accepts else {}
+        if "backbone" in accepts:
+            if backbone is None:
+                raise ValueError(f"feature {key!r} is an image: choose an image backbone, e.g. backbone=vgg16")
+            options["backbone"] = backbone
+        options.update(kinds.get(transformer.kind, {}))
         try:
-            layers[key] = LAYERS[transformer.kind](**transformer.encoder_args(), **options)
+            layers[key] = layer(**transformer.encoder_args(), **options)
         except TypeError as err:
             raise ValueError(f"encoder.kinds.{transformer.kind}: {err}") from None
+    if backbone is not None and not any(isinstance(layer, ImageInput) for layer in layers.values()):
+        raise ValueError("backbone: the dataset has no image feature, so the backbone would be unused; "
+                         "drop the backbone option (backbone=none) or declare an image feature")
     return InputEncoder(layers)

@@ -1,0 +1,129 @@
+"""The image feature's encoder layer: catalog ids -> the backbone's vector for each row's image.
+
+What runs at training time depends on the freezing policy, so the CNN never does work whose result
+is already known:
+
+* **all frozen** (the classic transfer recipe): the backbone is a fixed function, so its output is
+  computed once per distinct image, kept on disk by :class:`FeatureCache` (keyed by file content,
+  weights and transform) and looked up by id: later epochs, and later runs of a sweep, never run
+  the CNN. The frozen backbone is not part of the model's state (checkpoints stay small); it is
+  rebuilt from the config.
+* **last k blocks trained**: the frozen blocks' output (a feature map) is cached the same way, and
+  only the trained blocks run, once per distinct image of the batch.
+* **nothing frozen** (or ``cache=False``): pixels are read and transformed by DataLoader workers
+  (:class:`~mtlrec.data.images.PixelLoader`, wired by :mod:`mtlrec.build`); the whole backbone
+  runs once per distinct image of the batch.
+
+The vector enters the architecture at the backbone's width: the architecture's own layers are the
+new dense layers trained for the target domain. By default it is batch-normalised first
+(``norm="batch"``): pooled CNN features sit far from unit scale (random-init VGG16 at 112 px:
+mean 0.12, spread between images 0.02 per dimension), which would leave the first dense layer
+learning the scale instead of the content. Its statistics come from training batches only.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+import torch
+from torch import Tensor, nn
+
+from mtlrec.data.images import ImageBatch, PixelLoader
+from mtlrec.models.backbones.cache import FeatureCache
+
+
+def default_cache_dir() -> Path:
+    """``$MTLREC_CACHE_DIR/image-features``, else ``~/.cache/mtlrec/image-features``."""
+    return Path(os.environ.get("MTLREC_CACHE_DIR", "~/.cache/mtlrec")).expanduser() / "image-features"
+
+
+class CachedFeatures:
+    """The frozen part's output for every catalog image, as one in-memory tensor that grows when
+    the catalog does (new images at scoring time). Shared by the fresh copies of an encoder."""
+
+    def __init__(self, paths: Sequence[str], cache: FeatureCache):
+        self.paths, self.cache = paths, cache
+        self.rows = torch.empty(0)
+
+    def table(self, device: torch.device) -> Tensor:
+        if len(self.paths) > len(self.rows):  # a Python length check: no device sync per step
+            new = self.cache.features(self.paths[len(self.rows):])
+            self.rows = torch.cat([self.rows.to(new), new]) if len(self.rows) else new
+            _report(self.cache, len(new))
+        if self.rows.device != device:
+            self.rows = self.rows.to(device)
+        return self.rows
+
+
+def _report(cache: FeatureCache, count: int) -> None:
+    speed = cache.last_images_per_second
+    done = f"extracted {cache.last_computed} at {speed:.1f} img/s" if cache.last_computed else "all cached"
+    print(f"image features: {count} images, {done} ({cache.folder})", file=sys.stderr)
+
+
+class ImageInput(nn.Module):
+    """Catalog ids ``[B]`` (or an :class:`ImageBatch` from the loader) -> ``[B, backbone.output_dim]``.
+
+    Args:
+        paths: the image column's catalog (id -> file), the transformer's own list.
+        backbone: a backbone with ``transform``, ``output_dim``, ``split()`` and ``lr``
+            (:class:`~mtlrec.models.backbones.vgg.VGGBackbone`).
+        cache: cache the frozen part's output (ignored when nothing is frozen).
+        cache_dir: where (default: :func:`default_cache_dir`).
+        extract_batch_size: images per forward pass of the one-time extraction.
+        norm: ``batch`` (a BatchNorm1d on the image vector) or ``none``.
+    """
+
+    def __init__(self, paths: Sequence[str], backbone: nn.Module, cache: bool = True,
+                 cache_dir: str | None = None, extract_batch_size: int = 32, norm: str = "batch"):
+        super().__init__()
+        if norm not in ("batch", "none"):
+            raise ValueError(f"encoder.kinds.image.norm must be batch or none, got {norm!r}")
+        frozen, trained = backbone.split()
+        self.paths = paths
+        self.output_dim = backbone.output_dim
+        # the trained parameters get the backbone's own learning rate (see MultiTaskModule)
+        self.optimizer_options = {"lr": backbone.lr} if backbone.lr is not None and trained is not None else {}
+        self.norm = nn.BatchNorm1d(self.output_dim) if norm == "batch" else nn.Identity()
+        self.store: CachedFeatures | None = None
+        if cache and frozen is not None:
+            folder = Path(cache_dir).expanduser() if cache_dir else default_cache_dir()
+            feature_cache = FeatureCache(folder, frozen, backbone.transform, extract_batch_size,
+                                         progress=sys.stderr.isatty())
+            self.store = CachedFeatures(paths, feature_cache)
+            self.trained = trained  # None when all is frozen
+            self.store.table(torch.device("cpu"))  # the one-time extraction happens at build time
+            self.pixels = None
+        else:
+            self.backbone = backbone
+            self.pixels = PixelLoader(paths, backbone.transform)
+
+    def forward(self, x: Tensor | ImageBatch) -> Tensor:
+        return self.norm(self._vectors(x))
+
+    def _vectors(self, x: Tensor | ImageBatch) -> Tensor:
+        if self.store is None:
+            batch = x if isinstance(x, ImageBatch) else self.pixels(x.cpu())  # no loader wired: read here
+            return self.backbone(batch.pixels.to(batch.index.device))[batch.index]
+        table = self.store.table(x.device)
+        if self.trained is None:
+            return table[x]
+        distinct, index = torch.unique(x, return_inverse=True)
+        return self.trained(table[distinct])[index]
+
+    def batch_transform(self) -> PixelLoader | None:
+        """What the DataLoader's workers must do to this feature's ids (read pixels), if anything."""
+        return self.pixels
+
+    def shared_objects(self) -> list[object]:
+        """Kept, not copied, by ``InputEncoder.fresh_copy``: the catalog and the cached features."""
+        return [obj for obj in (self.paths, self.store) if obj is not None]
+
+    def reset_parameters(self) -> None:
+        """Only the normalisation is redrawn: a backbone's weights are where transfer starts, so
+        every task's copy starts from the same (pretrained or ``init_seed``) backbone."""
+        if isinstance(self.norm, nn.BatchNorm1d):
+            self.norm.reset_parameters()
