@@ -22,3 +22,17 @@ def test_bench_prints_both_sides_and_their_ratio() -> None:
     rows = {line.split("  ")[0]: line.split() for line in out.splitlines() if line.startswith(("bare", "mtlrec"))}
     assert set(rows) == {"bare PyTorch loop", "mtlrec weighting=fixed"}
     assert rows["bare PyTorch loop"][-2] == "1.00"  # × bare of the bare loop itself
+
+
+def test_image_bench_prints_cold_and_warm_runs_and_the_epoch_ratio() -> None:
+    proc = subprocess.run(
+        [sys.executable, "-m", "mtlrec.bench_images", "--root", "tests/fixtures/grocery", "--input-size", "32",
+         "--epochs", "2"],
+        cwd=REPO, capture_output=True, text=True, timeout=600,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    out = proc.stdout
+    assert "feature extraction: 48 images at" in out
+    rows = {line.split()[0]: line.split() for line in out.splitlines() if line.startswith(("cold", "warm"))}
+    assert set(rows) == {"cold", "warm"} and rows["warm"][-2] == "1.00"
+    assert "first epoch of a cold run (extraction + epoch)" in out

@@ -11,7 +11,8 @@ import torch
 from torchvision.io import write_png
 from torchvision.models import VGG16_Weights
 
-from mtlrec.models.backbones.cache import FeatureCache, load_image
+from mtlrec.data.images import load_image
+from mtlrec.models.backbones.cache import FeatureCache
 from mtlrec.models.backbones.vgg import VGGBackbone
 
 

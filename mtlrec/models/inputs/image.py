@@ -64,6 +64,13 @@ def _report(cache: FeatureCache, count: int) -> None:
     print(f"image features: {count} images, {done} ({cache.folder})", file=sys.stderr)
 
 
+def _backbone_lr(part: nn.Module | None, lr: float | None) -> None:
+    """The backbone's trained parameters form their own optimizer group (see
+    :func:`mtlrec.training.module.parameter_groups`); the image vector's norm keeps the model's."""
+    if part is not None and lr is not None:
+        part.optimizer_options = {"lr": lr}
+
+
 class ImageInput(nn.Module):
     """Catalog ids ``[B]`` (or an :class:`ImageBatch` from the loader) -> ``[B, backbone.output_dim]``.
 
@@ -85,8 +92,6 @@ class ImageInput(nn.Module):
         frozen, trained = backbone.split()
         self.paths = paths
         self.output_dim = backbone.output_dim
-        # the trained parameters get the backbone's own learning rate (see MultiTaskModule)
-        self.optimizer_options = {"lr": backbone.lr} if backbone.lr is not None and trained is not None else {}
         self.norm = nn.BatchNorm1d(self.output_dim) if norm == "batch" else nn.Identity()
         self.store: CachedFeatures | None = None
         if cache and frozen is not None:
@@ -95,10 +100,12 @@ class ImageInput(nn.Module):
                                          progress=sys.stderr.isatty())
             self.store = CachedFeatures(paths, feature_cache)
             self.trained = trained  # None when all is frozen
+            _backbone_lr(trained, backbone.lr)
             self.store.table(torch.device("cpu"))  # the one-time extraction happens at build time
             self.pixels = None
         else:
             self.backbone = backbone
+            _backbone_lr(backbone, backbone.lr)
             self.pixels = PixelLoader(paths, backbone.transform)
 
     def forward(self, x: Tensor | ImageBatch) -> Tensor:
