@@ -70,7 +70,8 @@ def test_token_state_round_trips() -> None:
 @pytest.mark.parametrize("kind, options, message", [
     ("numeric", {"log": True}, "unknown option"),
     ("text", {"separator": "|"}, "unknown option"),
-    ("image", {}, "kind 'image' is not supported"),
+    ("image", {"path": "x"}, "unknown option"),
+    ("video", {}, "kind 'video' is not supported"),
 ])
 def test_feature_options_are_checked_by_the_kind(kind, options, message) -> None:
     with pytest.raises(SchemaError, match=message):

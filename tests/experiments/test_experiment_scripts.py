@@ -17,6 +17,7 @@ import pytest
 REPO = Path(__file__).resolve().parents[2]
 CENSUS_FIXTURE = REPO / "tests" / "fixtures" / "census"
 WOMENS_FIXTURE = REPO / "tests" / "fixtures" / "womens_reviews"  # synthetic rows in the real file's format
+GROCERY_FIXTURE = REPO / "tests" / "fixtures" / "grocery"  # 48 real photos at 32x32
 SCRIPTS = sorted(p.relative_to(REPO).as_posix() for p in REPO.glob("experiments/*/run.*"))
 
 # script -> (arguments, tiny Hydra overrides or script options); run.sh scripts get LAUNCHER=basic
@@ -32,6 +33,9 @@ SMOKE: dict[str, list[str]] = {
     "experiments/womens_reviews/run.sh": [
         str(WOMENS_FIXTURE), "arch=shared_bottom,mmoe", "seed=0", "trainer.max_epochs=2",
     ],
+    "experiments/grocery_multitask/run.sh": [
+        str(GROCERY_FIXTURE), "arch=single_task,mmoe", "seed=0", "trainer.max_epochs=2", "backbone.input_size=32",
+    ],
     "experiments/gradnorm_toy/run.py": [
         "--seeds", "2", "--steps", "20", "--eval-every", "10", "--n-train", "200", "--n-test", "100",
         "--workers", "1", "--reference-seeds", "1",
@@ -46,7 +50,8 @@ def test_every_experiment_script_has_a_smoke_recipe() -> None:
 
 def _run(script: str, tmp_path: Path) -> subprocess.CompletedProcess:
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
-           "SWEEP_DIR": str(tmp_path / "sweep"), "OUT": str(tmp_path / "out"), "LAUNCHER": "basic"}
+           "SWEEP_DIR": str(tmp_path / "sweep"), "OUT": str(tmp_path / "out"), "LAUNCHER": "basic",
+           "MTLREC_CACHE_DIR": str(tmp_path / "cache")}
     if script.endswith(".py"):
         cmd = [sys.executable, script, *SMOKE[script], "--out", str(tmp_path / "out")]
     else:
@@ -62,6 +67,7 @@ def _committed_state(script: str) -> dict[str, bytes]:
 # a row of each generated table that the smoke run must produce
 EXPECTED_ROW = {"experiments/census_mmoe_table/run.sh": "| 1 | shared_bottom |",
                 "experiments/womens_reviews/run.sh": "| mmoe |",
+                "experiments/grocery_multitask/run.sh": "| mmoe |",
                 "experiments/synthetic_correlation/run.sh": "| 0.5 | mmoe |"}
 
 
@@ -89,6 +95,9 @@ def test_experiment_script_runs(script: str, tmp_path: Path) -> None:
             assert record["status"] == "complete"
             assert len(record["train_loss_per_epoch"]) == record["epochs_trained"]
         assert EXPECTED_ROW[script] in results
+        if script == "experiments/grocery_multitask/run.sh":  # the fine-tuning sweep: both freeze policies
+            finetune = (out / "FINETUNE.md").read_text()
+            assert "| 1 |" in finetune and "| all |" in finetune
     # the committed results of the experiment, and its default sweep folder, are untouched
     assert _committed_state(script) == before
     assert default_sweep.exists() == sweep_existed

@@ -87,7 +87,7 @@ def test_encoder_layout_is_by_kind_then_schema_order_and_matches_its_layers() ->
 def test_encoder_rejects_unknown_kind_options() -> None:
     pre = Preprocessor(_schema()).fit(_frame())
     with pytest.raises(ValueError, match="encoder.kinds: unknown feature kind"):
-        build_encoder(pre, kinds={"image": {}})
+        build_encoder(pre, kinds={"video": {}})
     with pytest.raises(ValueError, match="encoder.kinds.text"):
         build_encoder(pre, kinds={"text": {"pooling": "mean"}})
 
