@@ -38,7 +38,8 @@ PEAK = re.compile(r"peak_rss_kib=(\d+)")
 WRAPPER = ("import resource, runpy, sys\n"
            "sys.argv = ['mtlrec-train', *sys.argv[1:]]\n"
            "try:\n    runpy.run_module('mtlrec.train', run_name='__main__')\n"
-           "finally:\n    print(f'peak_rss_kib={resource.getrusage(resource.RUSAGE_SELF).ru_maxrss}', file=sys.stderr)\n")
+           "finally:\n"
+           "    print(f'peak_rss_kib={resource.getrusage(resource.RUSAGE_SELF).ru_maxrss}', file=sys.stderr)\n")
 
 
 def timed_run(overrides: Sequence[str], cache: Path, run_dir: Path) -> dict:

@@ -99,6 +99,7 @@ class ImageInput(nn.Module):
             feature_cache = FeatureCache(folder, frozen, backbone.transform, extract_batch_size,
                                          progress=sys.stderr.isatty())
             self.store = CachedFeatures(paths, feature_cache)
+            self.frozen_key = feature_cache.folder.name
             self.trained = trained  # None when all is frozen
             _backbone_lr(trained, backbone.lr)
             self.store.table(torch.device("cpu"))  # the one-time extraction happens at build time
@@ -120,6 +121,20 @@ class ImageInput(nn.Module):
             return table[x]
         distinct, index = torch.unique(x, return_inverse=True)
         return self.trained(table[distinct])[index]
+
+    def get_extra_state(self) -> dict:
+        """The frozen part's key (weights, structure, transform) travels with the checkpoint: the
+        frozen part itself is rebuilt from the config, so a changed weight file must not go unseen."""
+        return {"frozen_key": getattr(self, "frozen_key", None)}
+
+    def set_extra_state(self, state: dict) -> None:
+        saved, current = state.get("frozen_key"), getattr(self, "frozen_key", None)
+        if saved != current:
+            raise ValueError(
+                f"image backbone: this model was trained on frozen features {saved}, but the backbone built from the "
+                f"config gives {current}; the weights file, input size or transform changed since training (use the "
+                f"run's backbone settings and weights file)"
+            )
 
     def batch_transform(self) -> PixelLoader | None:
         """What the DataLoader's workers must do to this feature's ids (read pixels), if anything."""
