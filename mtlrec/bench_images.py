@@ -93,6 +93,8 @@ def main(argv: Sequence[str] | None = None) -> None:
         epochs = cached_epoch_seconds(overrides, cache, args.epochs)
 
     cold, warm = runs["cold cache"], runs["warm cache"]
+    if not cold["extracted"]:
+        raise SystemExit("the cold run found every feature cached (is encoder.kinds.image.cache_dir a warm cache?)")
     extraction = cold["extracted"] / cold["images_per_second"]
     later = statistics.median(epochs[1:] or epochs)
     print(f"{args.arch} on grocery, vgg16 frozen at {args.input_size} px, {args.threads} threads, "

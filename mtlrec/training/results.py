@@ -61,7 +61,12 @@ LOCATION_KEYS = (
     "trainer.enable_progress_bar",
     "callbacks.model_checkpoint.dirpath",
     "callbacks.last_checkpoint.dirpath",
+    "data.loader.num_workers",
+    "encoder.kinds.image.cache_dir",
 )
+# Groups added after runs were published, whose empty default computes what their absence did:
+# left out of the hash while empty, so earlier runs keep their hash (and are skipped, not redone).
+ABSENT_WHEN_EMPTY = ("backbone",)
 
 
 def is_location_key(key: str) -> bool:
@@ -103,7 +108,7 @@ def _json_default(obj: Any) -> Any:
 
 def config_hash(config: dict[str, Any]) -> str:
     """A stable hash of what a run computes (its resolved config without location keys)."""
-    core = _without_keys(config, "")
+    core = {k: v for k, v in _without_keys(config, "").items() if not (k in ABSENT_WHEN_EMPTY and not v)}
     canonical = json.dumps(core, sort_keys=True, default=str, separators=(",", ":"))
     return hashlib.sha256(canonical.encode()).hexdigest()[:16]
 

@@ -37,7 +37,9 @@ representation-level approximation of Sener & Koltun (NeurIPS 2018, MGDA-UB): th
 the per-task gradients on z, which bound those on the parameters below. It is what a trainable
 image backbone needs; with ``level="parameters"`` (the default, exact) a trainable backbone's
 parameters join the Jacobian (T passes through the CNN, T rows over its parameters). Without
-``features`` (independent networks) both levels are the same.
+``features`` (independent networks), or when nothing below z is trained, both levels are the same.
+At this level the trainer's backward runs twice per step (the encoder's pass, then the task
+parameters'), so a hook that inspects gradients after the first sees them partly filled.
 
 Limitations: the shared gradient bypasses ``backward_fn``, so a precision plugin's loss scaling
 (fp16 ``GradScaler``) would not apply to it — use fp32 or bf16 with these schemes; likewise DDP's
@@ -151,7 +153,8 @@ class AggregationWeighting(Weighting):
             self._last_weights_t = None
             return
 
-        if self.level == "representation" and features is not None:
+        # z without autograd history (nothing trainable below it) holds nothing to aggregate over
+        if self.level == "representation" and features is not None and features.requires_grad:
             self._backward_at_representation(loss_list, present, total, features, backward_fn)
             return
         jac_backward(

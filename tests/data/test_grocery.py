@@ -75,3 +75,16 @@ def test_a_missing_image_names_the_feature_row_and_path(tmp_path) -> None:
     pre.fit(raw.splits["train"], split="train")
     with pytest.raises(SchemaError, match=r"^test: image feature 'image' at row 0 .* is not a file"):
         pre.transform(raw.splits["test"], split="test")
+
+
+def test_item_ids_read_as_floats_still_name_their_files(tmp_path) -> None:
+    """An id column with gaps comes out of pandas as float (12.0): the template must see 12."""
+    import pandas as pd
+
+    from mtlrec.data.columns.image import ImageColumn
+    from mtlrec.data.schema import FeatureSpec
+
+    (tmp_path / "12.jpg").write_bytes(next((FIXTURE / "dataset" / "train").rglob("*.jpg")).read_bytes())
+    column = ImageColumn([FeatureSpec("item", "image", {"root": str(tmp_path), "template": "{}.jpg"})])
+    column.fit(pd.DataFrame({"item": [12.0]}), "train")
+    assert column.transform(pd.DataFrame({"item": [12.0, 12.0]}), "train").tolist() == [0, 0]

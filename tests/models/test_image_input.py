@@ -147,3 +147,10 @@ def test_a_checkpoint_refuses_a_backbone_with_other_frozen_weights(datamodule, t
     other = ImageInput(_paths(datamodule), VGGBackbone(input_size=32, init_seed=1), cache_dir=tmp_path)
     with pytest.raises(ValueError, match="image backbone: this model was trained on frozen features"):
         other.load_state_dict(trained.state_dict())
+
+
+def test_a_one_row_training_batch_is_normalised_with_the_running_statistics(datamodule, tmp_path) -> None:
+    layer = ImageInput(_paths(datamodule), VGGBackbone(input_size=32), cache_dir=tmp_path).train()
+    one = layer(torch.tensor([7]))
+    assert one.shape == (1, 512) and torch.isfinite(one).all()
+    assert torch.equal(layer.norm.running_mean, torch.zeros(512))  # a one-row batch moves no statistic

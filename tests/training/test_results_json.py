@@ -109,3 +109,36 @@ def test_read_results_and_is_complete(tmp_path: Path) -> None:
     assert is_complete(tmp_path, "abc")
     assert not is_complete(tmp_path, "abd")
     assert read_results(tmp_path) == {"status": "complete", "config_hash": "abc"}
+
+
+def test_an_empty_backbone_group_keeps_the_hash_of_runs_made_before_it_existed() -> None:
+    """``backbone: none`` computes what the absence of the group did, so published runs stay
+    complete (skipped, not redone); a real backbone changes the hash."""
+    h = config_hash(CFG)
+    assert config_hash({**CFG, "backbone": {}}) == config_hash({**CFG, "backbone": None}) == h
+    assert config_hash({**CFG, "backbone": {"_target_": "VGGBackbone", "freeze": "all"}}) != h
+    assert config_hash({**CFG, "data": {"dim": 100, "loader": {"num_workers": 2}}}) == config_hash(
+        {**CFG, "data": {"dim": 100, "loader": {}}})
+
+
+
+def test_the_grocery_archive_is_skipped_when_its_sweep_is_run_again(tmp_path) -> None:
+    """Each archived grocery run's config, composed today from its overrides, has the hash it was
+    saved with, so re-running the experiment skips the run instead of redoing it."""
+    from pathlib import Path
+
+    from hydra.core.hydra_config import HydraConfig
+    from omegaconf import OmegaConf
+
+    from tests.conftest import compose_task_config
+
+    archived = sorted((Path(__file__).resolve().parents[2] / "experiments" / "grocery_multitask").glob(
+        "runs*/*/results.json"))
+    assert len(archived) == 18
+    for path in archived[::5]:
+        record = json.loads(path.read_text())
+        try:
+            cfg = compose_task_config(tmp_path, record["overrides"])
+            assert config_hash(OmegaConf.to_container(cfg, resolve=True)) == record["config_hash"], path
+        finally:
+            HydraConfig.instance().cfg = None

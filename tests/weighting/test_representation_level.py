@@ -78,3 +78,13 @@ def test_the_encoder_gets_the_aggregated_direction_chained_through_z(model_and_b
 def test_an_unknown_level_is_one_clear_line() -> None:
     with pytest.raises(ValueError, match="weighting.level must be parameters or representation"):
         AggregationWeighting(aggregator=UPGrad(), level="features")
+
+
+def test_without_anything_trainable_below_z_it_aggregates_over_the_parameters(model_and_batch) -> None:
+    model, batch = model_and_batch
+    for p in model.encoder.parameters():
+        p.requires_grad_(False)
+    at_parameters = _gradients(model, batch, "parameters", UPGrad())
+    at_representation = _gradients(model, batch, "representation", UPGrad())
+    for name, grad in at_parameters.items():
+        torch.testing.assert_close(at_representation[name], grad, msg=name)

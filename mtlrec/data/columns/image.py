@@ -43,6 +43,8 @@ class ImageColumn(ColumnTransformer):
 
     def _path(self, cell: object) -> Path:
         value = cell.item() if isinstance(cell, np.generic) else cell
+        if isinstance(value, float) and value.is_integer():  # an id column pandas read as float (gaps)
+            value = int(value)
         path = Path(str(self.option(self.spec, "template")).format(value)).expanduser()
         root = self.option(self.spec, "root")
         return path if path.is_absolute() or root is None else Path(root).expanduser() / path

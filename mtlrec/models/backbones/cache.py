@@ -24,6 +24,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+import torchvision
 from torch import Tensor, nn
 
 from mtlrec.data.images import load_image
@@ -38,14 +39,22 @@ def file_sha256(path: str | os.PathLike) -> str:
     return digest.hexdigest()
 
 
-def model_key(backbone: nn.Module, transform: Callable) -> str:
-    """A digest of the backbone's weights and buffers, its structure (``repr``: layers, pooling) and
-    the transform's ``repr``."""
-    digest = hashlib.sha256(f"{backbone!r}|{transform!r}".encode())
-    for name, tensor in backbone.state_dict().items():
+def weights_digest(module: nn.Module) -> str:
+    """A digest of a module's parameters and buffers (names and bytes)."""
+    digest = hashlib.sha256()
+    for name, tensor in module.state_dict().items():
         digest.update(name.encode())
         digest.update(tensor.detach().cpu().contiguous().numpy().tobytes())
     return digest.hexdigest()[:20]
+
+
+def model_key(backbone: nn.Module, transform: Callable) -> str:
+    """A digest of the backbone's weights and buffers, its structure (``repr``: layers, pooling),
+    the transform (its ``repr`` and its ``antialias``, which the ``repr`` omits) and the torch and
+    torchvision versions (JPEG decoding and resizing numerics change between releases)."""
+    described = f"{backbone!r}|{transform!r}|antialias={getattr(transform, 'antialias', None)}"
+    versions = f"torch={torch.__version__}|torchvision={torchvision.__version__}"
+    return hashlib.sha256(f"{described}|{versions}|{weights_digest(backbone)}".encode()).hexdigest()[:20]
 
 
 class FeatureCache:
@@ -53,11 +62,16 @@ class FeatureCache:
 
     ``calls`` counts backbone forward passes of this object (what the tests watch), and
     ``last_images_per_second`` the extraction speed of the last call that computed anything.
+    The extraction runs on ``device`` (default: a GPU when there is one, else the CPU) with
+    ``threads`` intra-op CPU threads (default: one per core, whatever the run's ``torch_threads``:
+    the one-time pass through a CNN is the job intra-op threads pay off for).
     """
 
     def __init__(self, root: str | os.PathLike, backbone: nn.Module, transform: Callable, batch_size: int = 32,
-                 progress: bool = False):
+                 progress: bool = False, device: str | None = None, threads: int | None = None):
         self.backbone, self.transform, self.batch_size, self.progress = backbone, transform, batch_size, progress
+        self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+        self.threads = threads or os.cpu_count() or 1
         self.folder = Path(root).expanduser() / model_key(backbone, transform)
         self.calls = 0
         self.last_images_per_second: float | None = None
@@ -76,14 +90,22 @@ class FeatureCache:
 
     @torch.no_grad()
     def _compute(self, missing: dict[str, str | os.PathLike]) -> None:
-        self.backbone.eval()
+        self.backbone.to(self.device).eval()
         items = list(missing.items())
+        threads, run_threads = self.threads, torch.get_num_threads()
+        torch.set_num_threads(threads)
+        try:
+            self._extract(items)
+        finally:
+            torch.set_num_threads(run_threads)
+
+    def _extract(self, items: list[tuple[str, str | os.PathLike]]) -> None:
         started = time.perf_counter()
         bar = _progress(len(items)) if self.progress else None
         for start in range(0, len(items), self.batch_size):
             chunk = items[start : start + self.batch_size]
             images = torch.stack([self.transform(load_image(p)) for _, p in chunk])
-            out = self.backbone(images).float().cpu().numpy()
+            out = self.backbone(images.to(self.device)).float().cpu().numpy()
             self.calls += 1
             for (digest, _), row in zip(chunk, out):
                 write_with(self._entry(digest), lambda fh, row=row: np.save(fh, row))

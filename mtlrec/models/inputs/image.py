@@ -29,10 +29,11 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
 from mtlrec.data.images import ImageBatch, PixelLoader
-from mtlrec.models.backbones.cache import FeatureCache
+from mtlrec.models.backbones.cache import FeatureCache, weights_digest
 
 
 def default_cache_dir() -> Path:
@@ -81,11 +82,13 @@ class ImageInput(nn.Module):
         cache: cache the frozen part's output (ignored when nothing is frozen).
         cache_dir: where (default: :func:`default_cache_dir`).
         extract_batch_size: images per forward pass of the one-time extraction.
+        extract_threads: its CPU threads (default: one per core, whatever ``torch_threads``).
         norm: ``batch`` (a BatchNorm1d on the image vector) or ``none``.
     """
 
     def __init__(self, paths: Sequence[str], backbone: nn.Module, cache: bool = True,
-                 cache_dir: str | None = None, extract_batch_size: int = 32, norm: str = "batch"):
+                 cache_dir: str | None = None, extract_batch_size: int = 32, norm: str = "batch",
+                 extract_threads: int | None = None):
         super().__init__()
         if norm not in ("batch", "none"):
             raise ValueError(f"encoder.kinds.image.norm must be batch or none, got {norm!r}")
@@ -97,9 +100,9 @@ class ImageInput(nn.Module):
         if cache and frozen is not None:
             folder = Path(cache_dir).expanduser() if cache_dir else default_cache_dir()
             feature_cache = FeatureCache(folder, frozen, backbone.transform, extract_batch_size,
-                                         progress=sys.stderr.isatty())
+                                         progress=sys.stderr.isatty(), threads=extract_threads)
             self.store = CachedFeatures(paths, feature_cache)
-            self.frozen_key = feature_cache.folder.name
+            self.frozen_key = weights_digest(frozen)
             self.trained = trained  # None when all is frozen
             _backbone_lr(trained, backbone.lr)
             self.store.table(torch.device("cpu"))  # the one-time extraction happens at build time
@@ -110,12 +113,19 @@ class ImageInput(nn.Module):
             self.pixels = PixelLoader(paths, backbone.transform)
 
     def forward(self, x: Tensor | ImageBatch) -> Tensor:
-        return self.norm(self._vectors(x))
+        vectors = self._vectors(x)
+        norm = self.norm
+        if self.training and isinstance(norm, nn.BatchNorm1d) and vectors.shape[0] == 1:
+            # a one-row last batch has no batch statistics: normalise it with the running ones
+            return F.batch_norm(vectors, norm.running_mean, norm.running_var, norm.weight, norm.bias, training=False,
+                                eps=norm.eps)
+        return norm(vectors)
 
     def _vectors(self, x: Tensor | ImageBatch) -> Tensor:
         if self.store is None:
-            batch = x if isinstance(x, ImageBatch) else self.pixels(x.cpu())  # no loader wired: read here
-            return self.backbone(batch.pixels.to(batch.index.device))[batch.index]
+            if not isinstance(x, ImageBatch):  # no loader wired (e.g. RunScorer): read here
+                x = self.pixels(x.cpu()).to(x.device)
+            return self.backbone(x.pixels)[x.index]
         table = self.store.table(x.device)
         if self.trained is None:
             return table[x]
@@ -123,17 +133,17 @@ class ImageInput(nn.Module):
         return self.trained(table[distinct])[index]
 
     def get_extra_state(self) -> dict:
-        """The frozen part's key (weights, structure, transform) travels with the checkpoint: the
-        frozen part itself is rebuilt from the config, so a changed weight file must not go unseen."""
+        """A digest of the frozen part's weights travels with the checkpoint: the frozen part
+        itself is rebuilt from the config, so a changed weight file must not go unseen."""
         return {"frozen_key": getattr(self, "frozen_key", None)}
 
     def set_extra_state(self, state: dict) -> None:
         saved, current = state.get("frozen_key"), getattr(self, "frozen_key", None)
         if saved != current:
             raise ValueError(
-                f"image backbone: this model was trained on frozen features {saved}, but the backbone built from the "
-                f"config gives {current}; the weights file, input size or transform changed since training (use the "
-                f"run's backbone settings and weights file)"
+                f"image backbone: this model was trained with frozen weights {saved}, but the backbone built from the "
+                f"config has {current}; the weights file (or init_seed, arch, freeze) changed since training: use the "
+                f"run's backbone settings and weights file"
             )
 
     def batch_transform(self) -> PixelLoader | None:
