@@ -145,7 +145,7 @@ def test_a_checkpoint_refuses_a_backbone_with_other_frozen_weights(datamodule, t
     same = ImageInput(_paths(datamodule), VGGBackbone(input_size=32), cache_dir=tmp_path)
     same.load_state_dict(trained.state_dict())
     other = ImageInput(_paths(datamodule), VGGBackbone(input_size=32, init_seed=1), cache_dir=tmp_path)
-    with pytest.raises(ValueError, match="image backbone: this model was trained on frozen features"):
+    with pytest.raises(ValueError, match="image backbone: this model was trained with frozen weights"):
         other.load_state_dict(trained.state_dict())
 
 
