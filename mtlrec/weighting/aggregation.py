@@ -129,6 +129,7 @@ class AggregationWeighting(Weighting):
         below = {id(p) for p in self._model.encoder_parameters}
         self._below = [p for p in self._shared if id(p) in below]
         self._above = [p for p in self._shared if id(p) not in below]
+        self._task_params = [p for p in self._model.task_parameters if p.requires_grad]
         self._last_weights_t = None
 
     def backward(self, losses: Mapping[str, Tensor], backward_fn: BackwardFn, features: Tensor | None = None) -> None:
@@ -165,7 +166,7 @@ class AggregationWeighting(Weighting):
         )
         # Plain Σ L_k for the task-specific parameters only: restricting the backward to them
         # leaves the shared .grad untouched and skips the shared trunk's weight gradients.
-        task_params = [p for p in self._model.task_parameters if p.requires_grad]
+        task_params = self._task_params
         if task_params:
             backward_fn(total, inputs=task_params)
         else:  # nothing task-specific: the backward_fn still runs once (strategies count on it)
@@ -189,7 +190,7 @@ class AggregationWeighting(Weighting):
         w = jac_to_grad([stand_in, *self._above], self.aggregator,
                         optimize_gramian_computation=self.optimize_gramian_computation)
         self._last_weights_t = (present, w.detach()) if w is not None else None
-        task_params = [p for p in self._model.task_parameters if p.requires_grad]
+        task_params = self._task_params
         if self._below:  # the aggregated z-direction, once through the encoder
             backward_fn((features * stand_in.grad).sum(), inputs=self._below, retain_graph=bool(task_params))
         if task_params:

@@ -48,13 +48,15 @@ def weights_digest(module: nn.Module) -> str:
     return digest.hexdigest()[:20]
 
 
-def model_key(backbone: nn.Module, transform: Callable) -> str:
+def model_key(backbone: nn.Module, transform: Callable, weights: str | None = None) -> str:
     """A digest of the backbone's weights and buffers, its structure (``repr``: layers, pooling),
     the transform (its ``repr`` and its ``antialias``, which the ``repr`` omits) and the torch and
-    torchvision versions (JPEG decoding and resizing numerics change between releases)."""
+    torchvision versions (JPEG decoding and resizing numerics change between releases).
+    ``weights``: the backbone's :func:`weights_digest`, when already computed."""
     described = f"{backbone!r}|{transform!r}|antialias={getattr(transform, 'antialias', None)}"
     versions = f"torch={torch.__version__}|torchvision={torchvision.__version__}"
-    return hashlib.sha256(f"{described}|{versions}|{weights_digest(backbone)}".encode()).hexdigest()[:20]
+    weights = weights or weights_digest(backbone)
+    return hashlib.sha256(f"{described}|{versions}|{weights}".encode()).hexdigest()[:20]
 
 
 class FeatureCache:
@@ -72,7 +74,8 @@ class FeatureCache:
         self.backbone, self.transform, self.batch_size, self.progress = backbone, transform, batch_size, progress
         self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
         self.threads = threads or os.cpu_count() or 1
-        self.folder = Path(root).expanduser() / model_key(backbone, transform)
+        self.weights = weights_digest(backbone)  # hashed once: tens of MB of weights
+        self.folder = Path(root).expanduser() / model_key(backbone, transform, self.weights)
         self.calls = 0
         self.last_images_per_second: float | None = None
         self.last_computed = 0  # images computed by the last call of features()

@@ -100,6 +100,7 @@ def build_encoder(
     if unknown:
         raise ValueError(f"encoder.kinds: unknown feature kind(s) {unknown}; kinds are {sorted(LAYERS)}")
     layers: dict[str, nn.Module] = {}
+    backbone_used = False
     for key, transformer in preprocessor.transformers.items():
         layer = LAYERS[transformer.kind]
         accepts = inspect.signature(layer).parameters
@@ -107,13 +108,13 @@ def build_encoder(
         if "backbone" in accepts:
             if backbone is None:
                 raise ValueError(f"feature {key!r} is an image: choose an image backbone, e.g. backbone=vgg16")
-            options["backbone"] = backbone
+            options["backbone"], backbone_used = backbone, True
         options.update(kinds.get(transformer.kind, {}))
         try:
             layers[key] = layer(**transformer.encoder_args(), **options)
         except TypeError as err:
             raise ValueError(f"encoder.kinds.{transformer.kind}: {err}") from None
-    if backbone is not None and not any(isinstance(layer, ImageInput) for layer in layers.values()):
+    if backbone is not None and not backbone_used:
         raise ValueError("backbone: the dataset has no image feature, so the backbone would be unused; "
                          "drop the backbone option (backbone=none) or declare an image feature")
     return InputEncoder(layers)

@@ -33,7 +33,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from mtlrec.data.images import ImageBatch, PixelLoader
-from mtlrec.models.backbones.cache import FeatureCache, weights_digest
+from mtlrec.models.backbones.cache import FeatureCache
 
 
 def default_cache_dir() -> Path:
@@ -102,7 +102,7 @@ class ImageInput(nn.Module):
             feature_cache = FeatureCache(folder, frozen, backbone.transform, extract_batch_size,
                                          progress=sys.stderr.isatty(), threads=extract_threads)
             self.store = CachedFeatures(paths, feature_cache)
-            self.frozen_key = weights_digest(frozen)
+            self.frozen_key = feature_cache.weights
             self.trained = trained  # None when all is frozen
             _backbone_lr(trained, backbone.lr)
             self.store.table(torch.device("cpu"))  # the one-time extraction happens at build time
