@@ -10,7 +10,7 @@ preprocessing; the ``arch`` group a partial taking the fitted schema and the enc
 from __future__ import annotations
 
 from hydra.errors import InstantiationException
-from hydra.utils import instantiate
+from hydra.utils import get_method, instantiate
 from omegaconf import DictConfig, OmegaConf
 
 from mtlrec.data.datamodule import TabularDataModule
@@ -21,6 +21,7 @@ from mtlrec.models.inputs.encoder import InputEncoder
 from mtlrec.training.module import MultiTaskModule
 
 LOADER_OPTIONS = ("batch_size", "eval_batch_size", "num_workers")
+OUT_OF_CORE_OPTIONS = ("enabled", "cache_dir", "chunk_rows")
 
 
 def _instantiate(node, **kwargs):
@@ -36,15 +37,39 @@ def _instantiate(node, **kwargs):
 
 
 def build_datamodule(cfg: DictConfig) -> TabularDataModule:
+    """In memory, or (``data.out_of_core.enabled``) from a memory-mapped columnar cache that the
+    declared files are converted into once (:mod:`mtlrec.data.columnar`)."""
     data_cfg = OmegaConf.to_container(cfg.data, resolve=True)
     loader = data_cfg.pop("loader", {}) or {}
     unknown = sorted(set(loader) - set(LOADER_OPTIONS))
     if unknown:
         raise ValueError(f"data.loader: unknown option(s) {unknown}; the options are {', '.join(LOADER_OPTIONS)}")
-    raw = _instantiate(data_cfg)
-    datamodule = TabularDataModule(raw, seed=cfg.seed, **loader)
+    out_of_core = data_cfg.pop("out_of_core", None) or {}
+    unknown = sorted(set(out_of_core) - set(OUT_OF_CORE_OPTIONS))
+    if unknown:
+        raise ValueError(f"data.out_of_core: unknown option(s) {unknown}; the options are "
+                         f"{', '.join(OUT_OF_CORE_OPTIONS)}")
+    if out_of_core.get("enabled"):
+        datamodule = _columnar_datamodule(data_cfg, out_of_core, cfg.seed, loader)
+    else:
+        datamodule = TabularDataModule(_instantiate(data_cfg), seed=cfg.seed, **loader)
     datamodule.setup()
     return datamodule
+
+
+def _columnar_datamodule(data_cfg: dict, options: dict, seed: int, loader: dict) -> TabularDataModule:
+    from mtlrec.data.columnar import ColumnarDataModule, convert  # only runs that ask pay for the import
+
+    builder = get_method(data_cfg["_target_"])
+    stream = getattr(builder, "stream", None)
+    if stream is None:
+        raise ValueError(f"data.out_of_core: {data_cfg['_target_']} reads every row at once; only datasets declared "
+                         f"on the tabular loader (data=tabular and the configs built on it) convert out of core")
+    declaration = {k: v for k, v in data_cfg.items() if k not in ("root", "download")}
+    arguments = {k: v for k, v in data_cfg.items() if k != "_target_"}
+    dataset = stream(**arguments, chunk_rows=int(options.get("chunk_rows") or 1_000_000))
+    folder = convert(dataset, declaration, options.get("cache_dir"))
+    return ColumnarDataModule(folder, seed=seed, **loader)
 
 
 def build_input_encoder(cfg: DictConfig, preprocessor: Preprocessor) -> InputEncoder:

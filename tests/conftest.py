@@ -15,6 +15,7 @@ validation split holds a city (``"zz-unseen"``) that never occurs in training.
 from __future__ import annotations
 
 from collections.abc import Callable
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -241,3 +242,60 @@ def train_in_process(output_dir, overrides) -> tuple[dict, "DictConfig"]:
         return train.run(cfg, output_dir, list(overrides)), cfg
     finally:
         HydraConfig.instance().cfg = None
+
+
+# -- click-to-conversion samples (../shared/data, next to the repository) --------------------------
+SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
+# The shipped samples are tiny: these overrides point each dataset config at its sample. AliExpress's
+# validation share and seed are chosen so that the 2 conversions of the 100-row train sample fall one
+# on each side (any other split leaves a split without a positive, which the datamodule refuses).
+SAMPLE_OVERRIDES = {
+    "aliccp": ["data=aliccp", f"data.root={SHARED_DATA / 'ali-ccp'}",
+               "data.files={train: ali_ccp_train_sample.csv, val: ali_ccp_val_sample.csv, "
+               "test: ali_ccp_test_sample.csv}"],
+    "aliexpress": ["data=aliexpress", f"data.root={SHARED_DATA / 'aliexpress'}",
+                   "data.files={train: aliexpress_train_sample.csv, test: aliexpress_test_sample.csv}",
+                   "data.split.val_share=0.2", "data.split.seed=2"],
+    "kuairand": ["data=kuairand", f"data.root={SHARED_DATA / 'kuairand'}", "data.files=kuairand_sample.csv",
+                 "data.joins=[]", "data.split.kind=ratio", "data.split.column=null"],
+}
+SAMPLE_DIRS = {"aliccp": "ali-ccp", "aliexpress": "aliexpress", "kuairand": "kuairand"}
+
+
+def sample_overrides(name: str) -> list[str]:
+    """The overrides that train ``data=<name>`` on its shipped sample; skips when it is absent."""
+    if not (SHARED_DATA / SAMPLE_DIRS[name]).is_dir():
+        pytest.skip(f"the {name} sample is not here ({SHARED_DATA / SAMPLE_DIRS[name]}); see tests/README")
+    return list(SAMPLE_OVERRIDES[name])
+
+
+# Keys of an arch config that name the dataset's tasks (ESMM's roles, AITM's chain).
+TASK_ROLE_KEYS = ("ctr", "cvr", "ctcvr", "chain", "conditionals")
+
+
+def tasks_named_by_arch(arch: str) -> set[str]:
+    """The task names ``conf/arch/<arch>.yaml`` requires of a dataset (empty for most)."""
+    from omegaconf import OmegaConf
+
+    from mtlrec.train import CONFIG_DIR
+
+    cfg = OmegaConf.to_container(OmegaConf.load(Path(CONFIG_DIR) / "arch" / f"{arch}.yaml"))
+    named: set[str] = set()
+    for key in TASK_ROLE_KEYS:
+        value = cfg.get(key)
+        if isinstance(value, str):
+            named.add(value)
+        elif isinstance(value, list):
+            named.update(value)
+        elif isinstance(value, dict):
+            named.update(value)
+            named.update(value.values())
+    return named
+
+
+def skip_unless_arch_fits(arch: str, task_names) -> None:
+    """Skip (with the reason) an arch whose config names tasks the dataset under test lacks;
+    tests/models/test_conversion.py and tests/cli/test_train_conversion.py cover those archs."""
+    missing = tasks_named_by_arch(arch) - set(task_names)
+    if missing:
+        pytest.skip(f"arch={arch} names tasks {sorted(missing)} this dataset lacks (covered on the conversion data)")

@@ -105,7 +105,14 @@ class RegressionLabels(LabelEncoder):
     kind = "regression"
 
     def transform(self, values, split):
-        return torch.from_numpy(self.numbers(values, split).astype(np.float32))
+        y = self.numbers(values, split)
+        if self.task.log1p:
+            bad = y <= -1
+            if bad.any():
+                raise SchemaError(f"{self.where(split)}: log1p needs values > -1; row {_row(values, _first(bad))} "
+                                  f"holds {y[_first(bad)]:g}; drop log1p or fix the rows")
+            y = np.log1p(y)
+        return torch.from_numpy(y.astype(np.float32))
 
 
 class MulticlassLabels(LabelEncoder):

@@ -74,6 +74,32 @@ class Preprocessor:
         self.fitted = True
         return self
 
+    def fit_stream(self, chunks, split: str = "train") -> "Preprocessor":
+        """Fit on the training split given as a sequence of frames (a dataset larger than memory),
+        in one pass; every streaming kind ends in the state :meth:`fit` gives on the whole frame."""
+        blocked = sorted({f"{t.kind} ({', '.join(t.columns)})" for t in self.transformers.values() if not t.streaming})
+        blocked += [f"multilabel task {t.name}" for t in self.schema.tasks if t.kind == "multilabel"]
+        if blocked:
+            raise SchemaError(
+                f"data.out_of_core: {'; '.join(blocked)} cannot be fit one chunk at a time (only categorical and "
+                f"numeric features, and tasks that are not multilabel); drop them or set data.out_of_core.enabled=false"
+            )
+        for transformer in self.transformers.values():
+            transformer.begin_fit()
+        rows = 0
+        for chunk in chunks:
+            self._require_columns(chunk, [f.name for f in self.schema.features] + [t.label for t in self.schema.tasks],
+                                  split)
+            for transformer in self.transformers.values():
+                transformer.partial_fit(chunk, split)
+            rows += len(chunk)
+        if not rows:
+            raise SchemaError(f"{split}: the split has no rows; check the file and the split rule")
+        for transformer in self.transformers.values():
+            transformer.end_fit()
+        self.fitted = True
+        return self
+
     @property
     def fitted_schema(self) -> Schema:
         return self.schema.with_fitted_tasks({t: enc.fitted_task() for t, enc in self.label_encoders.items()})

@@ -11,6 +11,7 @@ Feature kinds are open: a kind is a name registered by its column transformer
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field, replace
 from typing import Any, Literal
@@ -50,6 +51,10 @@ class TaskSpec:
     task (when omitted, the tags are the ones seen in training). A multiclass task without
     ``classes`` takes integer labels in ``[0, num_classes)``. ``separator`` splits a multilabel
     cell into tags (an empty cell means "no tag"). ``source``: the raw column a derived label was computed from (never a feature).
+    ``sample_space``: a name for the rows the task's loss and metrics are on (``impressions``,
+    ``clicked``), carried into every metric key (``val/cvr/auc@clicked``) and the report, so a CVR
+    AUC on clicked rows is never read as one on impressions. ``None``: the mask column's name for a
+    masked task (``auc@click``), and no suffix for a task on every row.
     """
 
     name: str
@@ -61,8 +66,18 @@ class TaskSpec:
     classes: tuple[str, ...] | None = None
     separator: str = "|"
     source: str | None = None
+    sample_space: str | None = None
+    log1p: bool = False  # regression only: fit log(1 + y) (play time, spend), so MSE is not ruled by the tail
 
     def __post_init__(self) -> None:
+        if self.log1p and self.kind != "regression":
+            raise SchemaError(f"task {self.name!r}: log1p only applies to regression tasks")
+        space = self.sample_space
+        if space is not None and not re.fullmatch(r"[A-Za-z0-9_.-]+", str(space)):
+            raise SchemaError(
+                f"task {self.name!r}: sample_space {space!r} must be a plain name (letters, digits, _ . -), "
+                f"e.g. clicked"
+            )
         if self.kind not in TASK_KINDS:
             raise SchemaError(
                 f"task {self.name!r}: kind {self.kind!r} is not supported; use one of {', '.join(TASK_KINDS)}"
@@ -84,6 +99,15 @@ class TaskSpec:
             raise SchemaError(f"task {self.name!r}: a multilabel task needs at least one tag in classes")
         if self.kind not in ("multiclass", "multilabel") and self.classes is not None:
             raise SchemaError(f"task {self.name!r}: classes only apply to multiclass and multilabel tasks")
+
+    @property
+    def space(self) -> str | None:
+        """The sample-space name used in metric keys (see ``sample_space``)."""
+        return self.sample_space or self.mask
+
+    def metric_key(self, split: str, metric: str) -> str:
+        """``"val/cvr/auc@clicked"``: split, task, metric and the rows it was computed on."""
+        return f"{split}/{self.name}/{metric}" + (f"@{self.space}" if self.space else "")
 
     @property
     def logit_dim(self) -> int:

@@ -27,11 +27,15 @@ class TaskOutputs:
     ``features``: the encoder's output when every task reads it (``None`` for independent
     networks). Everything with millions of parameters (embedding tables, an image backbone) sits
     below it, so a gradient-based weighting can work at this representation instead of on those
-    parameters (:class:`~mtlrec.weighting.aggregation.AggregationWeighting`, ``level``)."""
+    parameters (:class:`~mtlrec.weighting.aggregation.AggregationWeighting`, ``level``).
+    ``auxiliary[task][term]``: extra loss terms an architecture adds to a task's loss (AITM's
+    calibrator), already scaled by their coefficient; the training module adds each to its task's
+    loss, so every weighting weighs it with that task, and logs it on its own."""
 
     logits: dict[str, Tensor]
     gates: dict[str, Tensor] = field(default_factory=dict)
     features: Tensor | None = None
+    auxiliary: dict[str, dict[str, Tensor]] = field(default_factory=dict)
 
 
 class Architecture(nn.Module, ABC):
@@ -52,10 +56,17 @@ class Architecture(nn.Module, ABC):
         return nn.ModuleDict({t: Tower(in_dim, units, self.logit_dims[t], dropout) for t in self.task_names})
 
     def outputs(self, logits: dict[str, Tensor], gates: dict[str, Tensor] | None = None,
-                features: Tensor | None = None) -> TaskOutputs:
+                features: Tensor | None = None,
+                auxiliary: dict[str, dict[str, Tensor]] | None = None) -> TaskOutputs:
         """Squeeze single-logit heads to ``[B]`` so losses see the label's shape."""
-        squeezed = {t: v.squeeze(-1) if self.logit_dims[t] == 1 else v for t, v in logits.items()}
-        return TaskOutputs(squeezed, gates or {}, features)
+        squeezed = {t: v.squeeze(-1) if self.logit_dims[t] == 1 and v.dim() > 1 else v for t, v in logits.items()}
+        return TaskOutputs(squeezed, gates or {}, features, auxiliary or {})
+
+    def trained_tasks(self) -> list[str]:
+        """Tasks with a loss term (all of them unless an architecture only *derives* an output,
+        like ESMM's pCVR, which is evaluated and served but never trained directly). The
+        weighting sees exactly these."""
+        return list(self.task_names)
 
     @abstractmethod
     def forward(self, batch: Batch) -> TaskOutputs: ...

@@ -49,11 +49,14 @@ class MultiTaskModule(L.LightningModule):
                 for split in SPLITS
             }
         )
+        self.trained_tasks = architecture.trained_tasks()
         counts = dict(labelled_counts or {t: 1 for t in schema.task_names})
         self.weighting.setup(
-            schema.task_names, architecture.shared_model(), counts, task_kinds={t.name: t.kind for t in schema.tasks}
+            self.trained_tasks, architecture.shared_model(), {t: counts[t] for t in self.trained_tasks if t in counts},
+            task_kinds={t.name: t.kind for t in schema.tasks if t.name in self.trained_tasks},
         )
         self._epoch_loss: dict[str, Tensor] = {}
+        self._epoch_auxiliary: dict[str, Tensor] = {}
         self._epoch_weights: dict[str, float] = {}
         self._epoch_steps = 0
         self.weight_history: list[dict[str, float]] = []
@@ -63,7 +66,7 @@ class MultiTaskModule(L.LightningModule):
     def selection(self) -> tuple[str, str]:
         """(monitored key, mode): the main task's validation selection metric."""
         metric, mode = self.objectives[self.schema.main_task].selection
-        return f"val/{self.schema.main_task}/{metric}", mode
+        return self.schema.task(self.schema.main_task).metric_key("val", metric), mode
 
     def taskwise_selection(self) -> tuple[dict[str, tuple[str, str]], dict[str, list[str]]] | None:
         """For independent per-task networks: (task -> its own (monitored key, mode), task -> the
@@ -80,7 +83,7 @@ class MultiTaskModule(L.LightningModule):
         monitors = {}
         for task in networks:
             metric, mode = self.objectives[task].selection
-            monitors[task] = (f"val/{task}/{metric}", mode)
+            monitors[task] = (self.schema.task(task).metric_key("val", metric), mode)
         return monitors, keys
 
     def forward(self, batch: Batch) -> TaskOutputs:
@@ -88,12 +91,16 @@ class MultiTaskModule(L.LightningModule):
 
     # -- losses ------------------------------------------------------------------------------
     def task_losses(self, outputs: TaskOutputs, batch: Batch) -> dict[str, Tensor]:
-        """Mean loss per task over the rows in its sample space (all rows when unmasked)."""
+        """Mean loss per trained task over the rows in its sample space (all rows when unmasked),
+        plus the auxiliary terms the architecture attached to the task."""
         losses = {}
-        for task, objective in self.objectives.items():
+        for task in self.trained_tasks:
             logits, target = _in_sample_space(outputs, batch, task)
             # an all-masked batch contributes zero loss but keeps the graph connected
-            losses[task] = objective.loss(logits, target) if target.numel() else logits.sum() * 0.0
+            loss = self.objectives[task].loss(logits, target) if target.numel() else logits.sum() * 0.0
+            for term in outputs.auxiliary.get(task, {}).values():
+                loss = loss + term
+            losses[task] = loss
         return losses
 
     # -- training ----------------------------------------------------------------------------
@@ -104,6 +111,7 @@ class MultiTaskModule(L.LightningModule):
     def training_step(self, batch: Batch, batch_idx: int) -> None:
         outputs = self(batch)
         losses = self.task_losses(outputs, batch)
+        self._accumulate_auxiliary(outputs)
         optimizer = self.optimizers()
         optimizer.zero_grad(set_to_none=True)
         self.weighting.backward(losses, self.manual_backward, features=outputs.features)
@@ -122,9 +130,18 @@ class MultiTaskModule(L.LightningModule):
             self._epoch_weights[t] = self._epoch_weights.get(t, 0.0) + weights[t]
         self._epoch_steps += 1
 
+    def _accumulate_auxiliary(self, outputs: TaskOutputs) -> None:
+        for task, terms in outputs.auxiliary.items():
+            for name, value in terms.items():
+                key = f"train/{task}/{name}"
+                self._epoch_auxiliary[key] = self._epoch_auxiliary.get(key, 0.0) + value.detach()
+
     def on_train_epoch_end(self) -> None:
         if not self._epoch_steps:
             return
+        if self._epoch_auxiliary:
+            self.log_dict({k: float(v) / self._epoch_steps for k, v in self._epoch_auxiliary.items()})
+            self._epoch_auxiliary = {}
         mean_losses = {t: float(v) / self._epoch_steps for t, v in self._epoch_loss.items()}
         self.weight_history.append({t: v / self._epoch_steps for t, v in self._epoch_weights.items()})
         self.loss_history.append(mean_losses)
@@ -156,8 +173,9 @@ class MultiTaskModule(L.LightningModule):
     def _log_metrics(self, split: str) -> None:
         values = {}
         for task, collection in self.metrics[split].items():
+            spec = self.schema.task(task)
             for name, value in self.objectives[task].compute(dict(collection)).items():
-                values[f"{split}/{task}/{name}"] = value
+                values[spec.metric_key(split, name)] = value
             for metric in collection.values():
                 metric.reset()
         self.log_dict(values)

@@ -63,10 +63,12 @@ LOCATION_KEYS = (
     "callbacks.last_checkpoint.dirpath",
     "data.loader.num_workers",
     "encoder.kinds.image.cache_dir",
+    # in memory or from a memory-mapped cache: the same batches, so the same run
+    "data.out_of_core",
 )
 # Groups added after runs were published, whose empty default computes what their absence did:
 # left out of the hash while empty, so earlier runs keep their hash (and are skipped, not redone).
-ABSENT_WHEN_EMPTY = ("backbone",)
+ABSENT_WHEN_EMPTY = ("backbone", "data.split.val_share")
 
 
 def is_location_key(key: str) -> bool:
@@ -108,7 +110,14 @@ def _json_default(obj: Any) -> Any:
 
 def config_hash(config: dict[str, Any]) -> str:
     """A stable hash of what a run computes (its resolved config without location keys)."""
-    core = {k: v for k, v in _without_keys(config, "").items() if not (k in ABSENT_WHEN_EMPTY and not v)}
+    core = _without_keys(config, "")
+    for dotted in ABSENT_WHEN_EMPTY:
+        *parents, last = dotted.split(".")
+        node = core
+        for key in parents:
+            node = node.get(key) if isinstance(node, dict) else None
+        if isinstance(node, dict) and last in node and not node[last]:
+            node.pop(last)
     canonical = json.dumps(core, sort_keys=True, default=str, separators=(",", ":"))
     return hashlib.sha256(canonical.encode()).hexdigest()[:16]
 

@@ -50,9 +50,26 @@ class ColumnTransformer(ABC):
             allowed = ", ".join(sorted(cls.option_defaults)) or "none"
             raise SchemaError(f"feature {feature!r} ({cls.kind}): unknown option(s) {unknown}; options are: {allowed}")
 
-    @abstractmethod
+    # True for kinds whose state can be learnt one chunk at a time (begin_fit/partial_fit/end_fit),
+    # which is what a dataset larger than memory needs (mtlrec.data.columnar)
+    streaming: ClassVar[bool] = False
+
     def fit(self, frame: pd.DataFrame, split: str) -> None:
-        """Learn the state from the training frame."""
+        """Learn the state from the training frame (a streaming kind: as one chunk)."""
+        if not self.streaming:
+            raise NotImplementedError
+        self.begin_fit()
+        self.partial_fit(frame, split)
+        self.end_fit()
+
+    def begin_fit(self) -> None:
+        raise NotImplementedError(f"{self.kind} features cannot be fit one chunk at a time")
+
+    def partial_fit(self, frame: pd.DataFrame, split: str) -> None:
+        raise NotImplementedError(f"{self.kind} features cannot be fit one chunk at a time")
+
+    def end_fit(self) -> None:
+        raise NotImplementedError(f"{self.kind} features cannot be fit one chunk at a time")
 
     @abstractmethod
     def transform(self, frame: pd.DataFrame, split: str) -> Tensor:

@@ -41,12 +41,22 @@ class CategoricalColumns(ColumnTransformer):
 
     kind = "categorical"
     fused = True
+    streaming = True
     option_defaults = {"min_count": 1}
 
-    def fit(self, frame: pd.DataFrame, split: str) -> None:
-        self.vocabularies: dict[str, list[str]] = {}
+    def begin_fit(self) -> None:
+        self._counts: dict[str, pd.Series] = {s.name: pd.Series(dtype="int64") for s in self.specs}
+
+    def partial_fit(self, frame: pd.DataFrame, split: str) -> None:
+        """Counts add up chunk by chunk, and the vocabulary is sorted: any chunking gives the same ids."""
         for spec in self.specs:
             counts = category_keys(frame[spec.name]).value_counts()
+            self._counts[spec.name] = self._counts[spec.name].add(counts, fill_value=0).astype("int64")
+
+    def end_fit(self) -> None:
+        self.vocabularies: dict[str, list[str]] = {}
+        for spec in self.specs:
+            counts = self._counts.pop(spec.name)
             kept = counts[counts >= int(self.option(spec, "min_count"))].index
             self.vocabularies[spec.name] = sorted(map(str, kept))
         self.fitted = True

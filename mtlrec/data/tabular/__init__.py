@@ -14,13 +14,14 @@ Only numeric preprocessing is left out: it is fit on the training split by
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
 
 from mtlrec.data.raw import SPLITS, RawDataset
-from mtlrec.data.schema import SchemaError
+from mtlrec.data.schema import Schema, SchemaError
 from mtlrec.data.tabular.declaration import build_schema, used_columns
 from mtlrec.data.tabular.derived import derive, derived_rules
 from mtlrec.data.tabular.files import locate, read_table
@@ -58,21 +59,43 @@ def load_tabular(
         SchemaError: anything else the declaration or the files get wrong, in one line naming the
             option, the file, the column (and row) and the fix.
     """
+    declared = declare(files, features, tasks, main_task, root, download, split, derived, exclude)
+    sides = read_side_tables(joins, root)
+    frames = {key: _interactions(path, reader, sides, declared.rules, dropna) for key, path in declared.paths.items()}
+    for frame, where in frames.values():
+        declared.check_columns(frame, where)
+    splits, described = make_splits(frames, declared.paths, declared.split)
+    return RawDataset(schema=declared.schema, splits=splits, name=str(name), sources=described)
+
+
+@dataclass
+class Declaration:
+    """What a declaration says before any row is read: the schema, the split rule, the derived
+    labels' rules and the located main files (by split; ``None`` for the one file of a
+    ratio/column/time split)."""
+
+    schema: Schema
+    split: dict[str, Any]
+    rules: dict[str, dict[str, Any]]
+    paths: dict[str | None, Path]
+    exclude: tuple[str, ...]
+
+    def check_columns(self, frame: pd.DataFrame, where: str) -> None:
+        for option, column in used_columns(self.schema, self.split, self.exclude):
+            checked_column(frame, column, option, where)
+
+
+def declare(files, features, tasks, main_task, root=None, download=None, split=None, derived=None,
+            exclude=()) -> Declaration:
+    """Check the declaration and locate its files (shared by the in-memory and the streaming reader)."""
     _require_set(files=files, features=features, tasks=tasks, main_task=main_task)
     opts = split_options(split, files)
     rules = derived_rules(derived)
-    paths = _main_files(files, root, download)
+    paths = _main_files(files, root, download, carve_val=opts["val_share"] is not None)
     sources = {name: str(rule["from"]) for name, rule in rules.items()}
     excluded = [*sources.values(), *([opts["column"]] if opts["kind"] == "column" else []), *exclude]
     schema = build_schema(features, tasks, main_task, sources, tuple(dict.fromkeys(excluded)), paths)
-
-    sides = read_side_tables(joins, root)
-    frames = {key: _interactions(path, reader, sides, rules, dropna) for key, path in paths.items()}
-    for frame, where in frames.values():
-        for option, column in used_columns(schema, opts, exclude):
-            checked_column(frame, column, option, where)
-    splits, described = make_splits(frames, paths, opts)
-    return RawDataset(schema=schema, splits=splits, name=str(name), sources=described)
+    return Declaration(schema, opts, rules, paths, tuple(exclude))
 
 
 def _require_set(**required: object) -> None:
@@ -89,7 +112,13 @@ def _interactions(
     """One interactions file, read, joined with every side table, given its derived labels and
     rid of the rows ``dropna`` names; also how errors name it. The index stays the file's row
     number, so later messages point at the row to fix."""
-    frame, where = read_table(path, reader, "data.reader"), str(path)
+    return prepared(read_table(path, reader, "data.reader"), str(path), sides, rules, dropna)
+
+
+def prepared(
+    frame: pd.DataFrame, where: str, sides: Sequence[Mapping], rules: Mapping, dropna: Sequence[str]
+) -> tuple[pd.DataFrame, str]:
+    """Rows of an interactions file (all, or a chunk) joined, derived and rid of ``dropna`` rows."""
     for side in sides:
         frame, where = join(frame, where, side), f"{where} (joined with {side['path']})"
     frame = derive(frame, where, rules)
@@ -97,19 +126,34 @@ def _interactions(
     return (frame.dropna(subset=columns) if columns else frame), where
 
 
-def _main_files(files: object, root: str | None, download: Mapping | None) -> dict[str | None, Path]:
-    """Split (None for the one file of a ratio/column/time split) -> its located path."""
+def _main_files(
+    files: object, root: str | None, download: Mapping | None, carve_val: bool = False
+) -> dict[str | None, Path]:
+    """Split (None for the one file of a ratio/column/time split) -> its located path (no val
+    file when validation is carved from train: ``data.split.val_share``)."""
     if isinstance(files, Mapping):
         no_unknown_keys(files, SPLITS, "data.files")
-        lacking = [s for s in SPLITS if not files.get(s)]
+        needed = [s for s in SPLITS if not (carve_val and s == "val")]
+        lacking = [s for s in needed if not files.get(s)]
         if lacking:
-            raise SchemaError(f"data.files: no file for split(s) {lacking}; give {{train: ..., val: ..., test: ...}}")
+            raise SchemaError(f"data.files: no file for split(s) {lacking}; give {{train: ..., val: ..., test: ...}} "
+                              f"(or carve val from train with data.split.val_share)")
         per_split = download if download and "url" not in download else {}
         if download and not per_split:
             raise SchemaError("data.download: data.files has one file per split, so give {train: {url, sha256}, ...}")
-        return {s: locate(files[s], root, f"data.files.{s}", per_split.get(s)) for s in SPLITS}
+        return {s: locate(files[s], root, f"data.files.{s}", per_split.get(s)) for s in needed}
     if not isinstance(files, (str, Path)):
         raise SchemaError(f"data.files: expected a file or {{train: ..., val: ..., test: ...}}, got {files!r}")
     if download and "url" not in download:
         raise SchemaError("data.download: data.files is one file, so give {url: ..., sha256: ...}")
     return {None: locate(files, root, "data.files", download)}
+
+
+def _stream(**declaration: Any):
+    from mtlrec.data.tabular.stream import stream_tabular
+
+    return stream_tabular(**declaration)
+
+
+# the chunked reader of the same declaration (data.out_of_core), found by mtlrec.build
+load_tabular.stream = _stream  # type: ignore[attr-defined]

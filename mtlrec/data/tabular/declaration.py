@@ -14,7 +14,8 @@ from mtlrec.data.messages import one_line
 from mtlrec.data.schema import FeatureSpec, Schema, SchemaError, TaskSpec
 from mtlrec.data.tabular.options import checked_entry
 
-TASK_KEYS = ("name", "kind", "label", "num_classes", "mask", "output_dim", "classes", "separator")
+TASK_KEYS = ("name", "kind", "label", "num_classes", "mask", "output_dim", "classes", "separator",
+             "sample_space", "log1p")
 
 
 def _feature_specs(features: object) -> list[FeatureSpec]:

@@ -1,6 +1,10 @@
 """Derived labels: a 0/1 task label computed from a column (``rating >= 4``, ``event in [buy]``).
 
 Exports rarely hold labels as such; a comparison on a source column makes one without Python.
+Two options cover the click-to-conversion logs: ``per: duration_ms`` compares the source divided
+by another column (KuaiRand's long view: ``play_time_ms / duration_ms >= 0.5``), and ``where:
+click`` gives 0 wherever that 0/1 column is 0 (ESMM's CTCVR label, click·purchase, on every
+impression).
 A missing source value gives a missing label rather than a negative, so the label check fails
 loudly. The source column goes to the schema as excluded, whose leakage guard refuses it as a
 feature. Rules are checked before any file is read.
@@ -19,7 +23,7 @@ from pandas.api import types as ptypes
 from mtlrec.data.schema import SchemaError
 from mtlrec.data.tabular.options import checked_column, checked_entry
 
-DERIVED_KEYS = ("from", "op", "value")
+DERIVED_KEYS = ("from", "op", "value", "per", "where")
 
 ORDER_OPS = {">": operator.gt, ">=": operator.ge, "<": operator.lt, "<=": operator.le}
 EQUALITY_OPS = ("==", "!=", "in", "not_in")
@@ -54,8 +58,37 @@ def derive(frame: pd.DataFrame, where: str, rules: Mapping[str, Mapping[str, Any
             raise SchemaError(
                 f"{rule['option']}: {where} already has a column {name!r}; give the derived label another name"
             )
-        added[name] = _compare(frame[source], rule, where)
+        values = frame[source]
+        if rule.get("per") is not None:
+            values = _ratio(values, frame[checked_column(frame, rule["per"], f"{rule['option']}.per", where)],
+                            rule["option"], where)
+        label = _compare(values, rule, where)
+        if rule.get("where") is not None:
+            gate = frame[checked_column(frame, rule["where"], f"{rule['option']}.where", where)]
+            label = np.where(_zero_one(gate, f"{rule['option']}.where", where) == 0, 0.0, label)
+        added[name] = label
     return frame.assign(**added) if added else frame
+
+
+def _ratio(values: pd.Series, per: pd.Series, option: str, where: str) -> pd.Series:
+    """``values / per``, missing where ``per`` is 0 or missing (a label check then names the row)."""
+    for column in (values, per):
+        if not ptypes.is_numeric_dtype(column.dtype):
+            raise SchemaError(f"{option}.per: {column.name!r} in {where} holds text; per divides numeric columns")
+    denominator = per.astype("float64").where(per != 0)
+    return (values.astype("float64") / denominator).rename(values.name)
+
+
+def _zero_one(gate: pd.Series, option: str, where: str) -> np.ndarray:
+    g = pd.to_numeric(gate, errors="coerce").to_numpy(dtype=np.float64, na_value=np.nan)
+    bad = ~np.isin(g, (0.0, 1.0))
+    if bad.any():
+        pos = int(np.flatnonzero(bad)[0])
+        raise SchemaError(
+            f"{option}: {gate.name!r} in {where} must hold 0 or 1; row {gate.index[pos]} holds "
+            f"{gate.iloc[pos]!r} ({int(bad.sum())} such rows)"
+        )
+    return g
 
 
 def _compare(source: pd.Series, rule: Mapping[str, Any], where: str) -> np.ndarray:

@@ -12,7 +12,7 @@ from __future__ import annotations
 import csv
 import warnings
 import zlib
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -92,6 +92,59 @@ def read_table(path: Path, given: Mapping | None, option: str) -> pd.DataFrame:
     return _rename(frame, dict(opts["rename"] or {}), path, f"{option}.rename")
 
 
+def iter_table(path: Path, given: Mapping | None, option: str, chunk_rows: int) -> Iterator[pd.DataFrame]:
+    """The same file as :func:`read_table` gives, in chunks of ``chunk_rows`` rows, each indexed
+    by its rows' numbers in the file, so a dataset larger than memory is read once, in order."""
+    opts = checked_options(given, READER_DEFAULTS, option)
+    fmt = _file_format(path, opts["format"], option)
+    chunks = _parquet_chunks(path, opts, option, chunk_rows) if fmt == "parquet" else \
+        _text_chunks(path, fmt, opts, option, chunk_rows)
+    start = 0
+    for frame in chunks:
+        frame = _normalise_dtypes(_as_declared(frame, opts, path, option))
+        frame.index = pd.RangeIndex(start, start + len(frame))
+        start += len(frame)
+        if opts["strip_types"]:
+            frame = _rename(frame, {c: str(c).rsplit(":", 1)[0] for c in frame.columns if ":" in str(c)}, path,
+                            f"{option}.strip_types")
+        yield _rename(frame, dict(opts["rename"] or {}), path, f"{option}.rename")
+
+
+def _parquet_chunks(path: Path, opts: Mapping, option: str, chunk_rows: int) -> Iterator[pd.DataFrame]:
+    import pyarrow.parquet as pq
+
+    _read_parquet(path, opts, option, check_only=True)
+    try:
+        file = pq.ParquetFile(path)
+    except Exception as err:  # pyarrow raises its own error types for a damaged or foreign file
+        raise SchemaError(f"{path}: not a readable parquet file ({one_line(err)}); check the file or {option}.format") from None
+    for batch in file.iter_batches(batch_size=chunk_rows):
+        yield batch.to_pandas()
+
+
+def _text_chunks(path: Path, fmt: str, opts: Mapping, option: str, chunk_rows: int) -> Iterator[pd.DataFrame]:
+    first = True
+    reader = _read_text(path, fmt, opts, option, chunksize=chunk_rows)
+    while True:
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("error", pd.errors.ParserWarning)
+                frame = next(reader)
+        except StopIteration:
+            return
+        except (pd.errors.ParserError, pd.errors.ParserWarning, UnicodeDecodeError, ValueError) as err:
+            raise SchemaError(f"{path}: cannot be parsed ({one_line(err)}); check the delimiter, the quoting, "
+                              f"the encoding and {option}.names") from None
+        if first and _looks_single_column(frame, opts):
+            _check_delimiter(path, reader_sep(fmt, opts), opts["encoding"], option)
+        first = False
+        yield frame
+
+
+def reader_sep(fmt: str, opts: Mapping) -> str:
+    return opts["delimiter"] if opts["delimiter"] is not None else DEFAULT_DELIMITERS[fmt]
+
+
 def _as_declared(frame: pd.DataFrame, opts: Mapping, path: Path, option: str) -> pd.DataFrame:
     """``text_columns`` as text and ``na_values`` as the only missing-value markers, whatever the
     format: identifiers with leading zeros (``00123``) or a literal ``NA`` (Namibia, a size) are
@@ -109,12 +162,14 @@ def _as_declared(frame: pd.DataFrame, opts: Mapping, path: Path, option: str) ->
     return frame
 
 
-def _read_parquet(path: Path, opts: Mapping, option: str) -> pd.DataFrame:
+def _read_parquet(path: Path, opts: Mapping, option: str, check_only: bool = False) -> pd.DataFrame | None:
     for key in ("delimiter", "names"):
         if opts[key] is not None:
             raise SchemaError(f"{option}.{key} does not apply to the parquet file {path}; remove it (rename works)")
     if not opts["header"]:
         raise SchemaError(f"{option}.header: false does not apply to the parquet file {path}; remove it")
+    if check_only:
+        return None
     try:
         return pd.read_parquet(path, engine="pyarrow")
     except Exception as err:  # pyarrow raises its own error types for a damaged or foreign file
@@ -123,13 +178,13 @@ def _read_parquet(path: Path, opts: Mapping, option: str) -> pd.DataFrame:
         ) from None
 
 
-def _read_text(path: Path, fmt: str, opts: Mapping, option: str) -> pd.DataFrame:
+def _read_text(path: Path, fmt: str, opts: Mapping, option: str, chunksize: int | None = None) -> pd.DataFrame:
     """A CSV/TSV file with pandas' default type inference (what a user sees in a notebook).
 
     ``index_col=False`` stops pandas from silently turning a first column into the index when
     rows have one field more than the header; that mismatch, like any other, is an error here.
     """
-    sep = opts["delimiter"] if opts["delimiter"] is not None else DEFAULT_DELIMITERS[fmt]
+    sep = reader_sep(fmt, opts)
     if not opts["header"] and not opts["names"]:
         raise SchemaError(f"{option}.header: false needs {option}.names (the column names in file order) for {path}")
     try:
@@ -146,7 +201,10 @@ def _read_text(path: Path, fmt: str, opts: Mapping, option: str) -> pd.DataFrame
                 # na_values given: only those strings (and empty cells) are missing, not pandas' defaults
                 keep_default_na=opts["na_values"] is None,
                 na_values=[str(v) for v in opts["na_values"]] + [""] if opts["na_values"] is not None else None,
+                chunksize=chunksize,
             )
+            if chunksize is not None:
+                return frame  # a reader: its chunks are parsed (and their errors raised) as they are read
     except UnicodeDecodeError as err:
         raise SchemaError(
             f"{path}: not readable as {opts['encoding']} ({one_line(err)}); set {option}.encoding (e.g. latin-1)"

@@ -23,7 +23,7 @@ from mtlrec.data.tabular.options import checked_column, checked_options
 
 SPLIT_DEFAULTS: dict[str, Any] = {
     "kind": None, "ratios": [0.8, 0.1, 0.1], "seed": 0, "column": None,
-    "values": {s: s for s in SPLITS}, "val_from": None, "test_from": None,
+    "values": {s: s for s in SPLITS}, "val_from": None, "test_from": None, "val_share": None,
 }  # fmt: skip
 SPLIT_KINDS = ("ratio", "column", "time", "files")
 
@@ -47,7 +47,28 @@ def split_options(given: Mapping | None, files: object) -> dict[str, Any]:
         raise SchemaError("data.split.val_from/test_from: give both, and only with data.split.kind: time")
     _check_ratios(opts["ratios"])
     opts["values"] = _split_values(opts["values"])
+    share = opts["val_share"]
+    if share is not None:
+        if kind != "files" or (isinstance(files, Mapping) and files.get("val")):
+            raise SchemaError("data.split.val_share carves validation out of the train file: use it with "
+                              "data.files = {train: ..., test: ...} (no val file)")
+        if not isinstance(share, (int, float)) or not 0 < float(share) < 1:
+            raise SchemaError(f"data.split.val_share: {share!r} must be a share of the train file in (0, 1), e.g. 0.1")
     return {**opts, "kind": kind}
+
+
+def carved_to_validation(rows: np.ndarray, share: float, seed: int) -> np.ndarray:
+    """True for the train-file rows that go to validation: ``hash(seed, row number) < share``.
+
+    A hash of each row's number in its file (SplitMix64) rather than a permutation, so the rule
+    needs neither the row count nor all rows at once: a file read in chunks, out of core, splits
+    exactly as the same file read whole, and a row's split never depends on the rows around it."""
+    with np.errstate(over="ignore"):
+        z = rows.astype(np.uint64) + np.uint64(seed) * np.uint64(0x9E3779B97F4A7C15) + np.uint64(0x9E3779B97F4A7C15)
+        z = (z ^ (z >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
+        z = (z ^ (z >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
+        z = z ^ (z >> np.uint64(31))
+    return (z >> np.uint64(11)).astype(np.float64) / float(1 << 53) < float(share)
 
 
 def _check_ratios(ratios: object) -> None:
@@ -179,7 +200,16 @@ def make_splits(
 ) -> tuple[dict[str, pd.DataFrame], dict[str, str]]:
     """The three frames and where each came from; an empty split is an error. Each frame's index
     is the row number in its file, so a later error about a row points at the row to fix."""
-    if opts["kind"] == "files":
+    if opts["kind"] == "files" and opts.get("val_share") is not None:
+        train, share, seed = frames["train"][0], float(opts["val_share"]), int(opts["seed"])
+        to_val = carved_to_validation(train.index.to_numpy(), share, seed)
+        rule = f"{paths['train']}, a {share:g} share of its rows (hashed row numbers, seed {seed})"
+        parts = {
+            "train": (train[~to_val], f"{paths['train']}, the rest after validation", "the file has no data rows"),
+            "val": (train[to_val], rule, f"{len(train)} rows in the train file"),
+            "test": (frames["test"][0], str(paths["test"]), "the file has no data rows"),
+        }
+    elif opts["kind"] == "files":
         parts = {s: (frames[s][0], str(paths[s]), "the file has no data rows") for s in SPLITS}
     else:
         frame, where = frames[None]
