@@ -36,3 +36,18 @@ def test_image_bench_prints_cold_and_warm_runs_and_the_epoch_ratio() -> None:
     rows = {line.split()[0]: line.split() for line in out.splitlines() if line.startswith(("cold", "warm"))}
     assert set(rows) == {"cold", "warm"} and rows["warm"][-2] == "1.00"
     assert "first epoch of a cold run (extraction + epoch)" in out
+
+
+def test_out_of_core_bench_prints_conversion_rss_and_rows_per_second(tmp_path) -> None:
+    proc = subprocess.run(
+        [sys.executable, "-m", "mtlrec.bench_outofcore", "--work", str(tmp_path), "--rows", "30000",
+         "--memory-rows", "10000", "--eval-rows", "3000", "--batch-size", "1024"],
+        cwd=REPO, capture_output=True, text=True, timeout=600,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    out = proc.stdout
+    assert "conversion of 30,000 training rows" in out and "peak RSS" in out
+    rows = [line.split() for line in out.splitlines() if line.startswith(("esmm", "mmoe"))]
+    assert [(r[0], r[1]) for r in rows] == [("esmm", "memory-mapped"), ("esmm", "in-memory"), ("mmoe", "memory-mapped"),
+                                            ("mmoe", "in-memory")]
+    assert all(r[-1] == "1.00" for r in rows if r[1] == "in-memory")

@@ -125,7 +125,7 @@ def test_every_architecture_trains_on_a_dataset_declared_in_yaml(movies, arch, t
     tasks = {t["name"]: t for t in schema["tasks"]}
     assert tasks["like"]["source"] == "rating"  # the derived label's source can never be an input
     assert tasks["interests"]["classes"] == sorted(INTERESTS)
-    assert "mse" in test["minutes"] and tasks["minutes"]["mask"] == "watched"
+    assert "mse@watched" in test["minutes"] and tasks["minutes"]["mask"] == "watched"
 
 
 WEIGHTINGS = sorted(p.stem for p in (Path(CONFIG_DIR) / "weighting").glob("*.yaml"))

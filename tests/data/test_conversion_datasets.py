@@ -31,7 +31,8 @@ def test_aliccp_sample_tasks_and_sample_spaces() -> None:
     raw = pd.read_csv(SHARED_DATA / "ali-ccp" / "ali_ccp_train_sample.csv")
     train = dm.tables["train"]
     assert torch.equal(train.labels["click"], torch.tensor(raw["click"].to_numpy(), dtype=torch.float32))
-    assert torch.equal(train.labels["ctcvr"], torch.tensor((raw["click"] * raw["purchase"]).to_numpy(), dtype=torch.float32))
+    ctcvr = torch.tensor((raw["click"] * raw["purchase"]).to_numpy(), dtype=torch.float32)
+    assert torch.equal(train.labels["ctcvr"], ctcvr)
     assert torch.equal(train.masks["cvr"], torch.tensor(raw["click"].to_numpy() == 1))
     assert (int(train.labels["click"].sum()), int(train.labels["ctcvr"].sum())) == (7, 1)  # as its README says
     assert train.features["categorical"].shape == (100, 23) and train.features["numeric"].shape == (100, 8)
@@ -44,7 +45,8 @@ def test_aliexpress_carves_validation_from_train_never_from_test() -> None:
     to_val = carved_to_validation(np.arange(len(raw)), 0.2, 2)
     assert (len(dm.tables["train"]), len(dm.tables["val"]), len(dm.tables["test"])) == (int((~to_val).sum()),
                                                                                          int(to_val.sum()), 20)
-    assert torch.equal(dm.tables["val"].labels["click"], torch.tensor(raw["click"][to_val].to_numpy(), dtype=torch.float32))
+    clicks = torch.tensor(raw["click"][to_val].to_numpy(), dtype=torch.float32)
+    assert torch.equal(dm.tables["val"].labels["click"], clicks)
     assert dm.raw.sources["val"].endswith("a 0.2 share of its rows (hashed row numbers, seed 2)")
     assert "aliexpress_test_sample.csv" in dm.raw.sources["test"]
     assert dm.raw.name == "aliexpress_NL"

@@ -169,22 +169,23 @@ def test_validation_metrics_on_masked_sample_space(tiny_raw) -> None:
     expected = {
         "val/ctr/auc": _auc(n[:, 0].numpy(), y["ctr"].numpy()),
         "val/ctr/logloss": _bce(n[:, 0], y["ctr"].double()),
-        "val/cvr/auc": _auc(n[mask, 1].numpy(), y["cvr"][mask].numpy()),
-        "val/cvr/logloss": _bce(n[mask, 1], y["cvr"][mask].double()),
+        "val/cvr/auc@click": _auc(n[mask, 1].numpy(), y["cvr"][mask].numpy()),
+        "val/cvr/logloss@click": _bce(n[mask, 1], y["cvr"][mask].double()),
         "val/kind/accuracy": float(
             (torch.stack([n[:, 0], n[:, 1], -n[:, 0]], 1).argmax(1) == y["kind"]).double().mean()
         ),
         "val/kind/logloss": float(
             F.cross_entropy(torch.stack([n[:, 0], n[:, 1], -n[:, 0]], 1), y["kind"], reduction="mean")
         ),
-        "val/spend/mse": float(((n[mask, 0] + 0.5 - y["spend"][mask].double()) ** 2).mean()),
+        "val/spend/mse@click": float(((n[mask, 0] + 0.5 - y["spend"][mask].double()) ** 2).mean()),
     }
     assert set(got) == set(expected)
     for key, value in expected.items():
         assert got[key] == pytest.approx(value, rel=1e-4, abs=1e-6), key
     # the unmasked computation would have given something else
-    assert got["val/spend/mse"] != pytest.approx(float(((n[:, 0] + 0.5 - y["spend"].double()) ** 2).mean()), rel=1e-3)
-    assert got["val/cvr/auc"] != pytest.approx(_auc(n[:, 1].numpy(), y["cvr"].numpy()), rel=1e-3)
+    on_every_row = float(((n[:, 0] + 0.5 - y["spend"].double()) ** 2).mean())
+    assert got["val/spend/mse@click"] != pytest.approx(on_every_row, rel=1e-3)
+    assert got["val/cvr/auc@click"] != pytest.approx(_auc(n[:, 1].numpy(), y["cvr"].numpy()), rel=1e-3)
     # metrics are reset after each epoch: a second validate gives the same numbers
     again = trainer.validate(module, datamodule=dm, verbose=False)[0]
     assert again == pytest.approx(got)

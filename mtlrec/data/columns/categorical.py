@@ -59,6 +59,7 @@ class CategoricalColumns(ColumnTransformer):
             counts = self._counts.pop(spec.name)
             kept = counts[counts >= int(self.option(spec, "min_count"))].index
             self.vocabularies[spec.name] = sorted(map(str, kept))
+        self._indexes: dict[str, pd.Index] = {}
         self.fitted = True
 
     @property
@@ -70,15 +71,24 @@ class CategoricalColumns(ColumnTransformer):
         offsets = np.cumsum([0] + self.field_sizes[:-1])
         ids = np.empty((len(frame), len(self.specs)), dtype=np.int64)
         for j, spec in enumerate(self.specs):
-            codes = pd.Categorical(category_keys(frame[spec.name]), categories=self.vocabularies[spec.name]).codes
+            codes = self._index(spec.name).get_indexer(category_keys(frame[spec.name]))
             ids[:, j] = codes.astype(np.int64) + 1 + offsets[j]  # unseen -> -1 -> OOV (0)
         return torch.from_numpy(ids)
+
+    def _index(self, name: str) -> pd.Index:
+        """The field's vocabulary as an index, built once: its hash table is reused by every chunk
+        and every split (rebuilding it per call cost more than the lookups on large vocabularies)."""
+        cache = self.__dict__.setdefault("_indexes", {})
+        if name not in cache:
+            cache[name] = pd.Index(self.vocabularies[name], dtype=object)
+        return cache[name]
 
     def state_dict(self) -> dict[str, Any]:
         return {"vocabularies": self.vocabularies}
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
         self.vocabularies = {k: list(v) for k, v in state["vocabularies"].items()}
+        self._indexes = {}
         self.fitted = True
 
     def encoder_args(self) -> dict[str, Any]:

@@ -117,7 +117,9 @@ def _parquet_chunks(path: Path, opts: Mapping, option: str, chunk_rows: int) -> 
     try:
         file = pq.ParquetFile(path)
     except Exception as err:  # pyarrow raises its own error types for a damaged or foreign file
-        raise SchemaError(f"{path}: not a readable parquet file ({one_line(err)}); check the file or {option}.format") from None
+        raise SchemaError(
+            f"{path}: not a readable parquet file ({one_line(err)}); check the file or {option}.format"
+        ) from None
     for batch in file.iter_batches(batch_size=chunk_rows):
         yield batch.to_pandas()
 

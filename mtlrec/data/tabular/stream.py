@@ -48,7 +48,8 @@ class StreamedDataset:
     def source(self, split: str) -> str:
         opts, paths = self.declared.split, self.declared.paths
         if split == "val" and opts.get("val_share") is not None:
-            return f"{paths['train']}, a {float(opts['val_share']):g} share of its rows (hashed row numbers, seed {opts['seed']})"
+            share = float(opts["val_share"])
+            return f"{paths['train']}, a {share:g} share of its rows (hashed row numbers, seed {opts['seed']})"
         if split == "train" and opts.get("val_share") is not None:
             return f"{paths['train']}, the rest after validation"
         return str(paths[split])
