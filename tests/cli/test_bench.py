@@ -41,7 +41,7 @@ def test_image_bench_prints_cold_and_warm_runs_and_the_epoch_ratio() -> None:
 def test_out_of_core_bench_prints_conversion_rss_and_rows_per_second(tmp_path) -> None:
     proc = subprocess.run(
         [sys.executable, "-m", "mtlrec.bench_outofcore", "--work", str(tmp_path), "--rows", "30000",
-         "--memory-rows", "10000", "--eval-rows", "3000", "--batch-size", "1024"],
+         "--memory-rows", "10000", "--eval-rows", "20000", "--batch-size", "1024"],
         cwd=REPO, capture_output=True, text=True, timeout=600,
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
