@@ -62,6 +62,10 @@ def _aitm(pre, seed=0, **kw):
                 conditionals={"cvr": "ctcvr"}, **kw)
 
 
+def _fixed(pre, model) -> MultiTaskModule:
+    return MultiTaskModule(pre.fitted_schema, model, FixedWeighting())
+
+
 def _bce(p, y):
     return -(y * torch.log(p) + (1 - y) * torch.log(1 - p)).mean()
 
@@ -84,7 +88,7 @@ def test_product_logit_is_the_product_of_probabilities_in_logit_space(a, b) -> N
 def test_esmm_pctcvr_is_pctr_times_pcvr_and_its_loss_is_the_hand_computed_one(data) -> None:
     pre, train, _ = data
     model = _esmm(pre)
-    module = MultiTaskModule(pre.fitted_schema, model, FixedWeighting())
+    module = _fixed(pre, model)
     batch = train[torch.arange(64)]
     out = model(batch)
     p_ctr, p_cvr = torch.sigmoid(out.logits["click"]), torch.sigmoid(out.logits["cvr"])
@@ -108,7 +112,7 @@ def test_esmm_pctcvr_is_pctr_times_pcvr_and_its_loss_is_the_hand_computed_one(da
 def test_esmm_trains_the_cvr_tower_only_through_pctcvr(data) -> None:
     pre, train, _ = data
     model = _esmm(pre)
-    module = MultiTaskModule(pre.fitted_schema, model, FixedWeighting())
+    module = _fixed(pre, model)
     batch = train[torch.arange(64)]
     module.task_losses(model(batch), batch)["click"].backward()
     assert all(p.grad is None for p in model.towers["cvr"].parameters())
@@ -138,7 +142,7 @@ def test_calibrator_is_alpha_times_the_batch_mean_of_the_positive_gaps() -> None
 def test_aitm_adds_its_calibrator_to_the_later_task_and_derives_pcvr(data) -> None:
     pre, train, _ = data
     model = _aitm(pre)
-    module = MultiTaskModule(pre.fitted_schema, model, FixedWeighting())
+    module = _fixed(pre, model)
     batch = train[torch.arange(64)]
     out = model(batch)
     p_click, p_ctcvr = torch.sigmoid(out.logits["click"]), torch.sigmoid(out.logits["ctcvr"])
@@ -173,7 +177,7 @@ def _auc(scores: np.ndarray, labels: np.ndarray) -> float:
 def test_cvr_auc_is_on_clicked_rows_and_every_auc_is_global_over_the_split(data) -> None:
     pre, _, val = data
     model = _esmm(pre, seed=3)
-    module = MultiTaskModule(pre.fitted_schema, model, FixedWeighting())
+    module = _fixed(pre, model)
     logged = {}
     module.log_dict = lambda values, **kw: logged.update({k: float(v) for k, v in values.items()})
     batches = [slice(i, i + 50) for i in range(0, len(val), 50)]
