@@ -67,7 +67,7 @@ def _columnar_datamodule(data_cfg: dict, options: dict, seed: int, loader: dict)
                          f"on the tabular loader (data=tabular and the configs built on it) convert out of core")
     declaration = {k: v for k, v in data_cfg.items() if k not in ("root", "download")}
     arguments = {k: v for k, v in data_cfg.items() if k != "_target_"}
-    dataset = stream(**arguments, chunk_rows=int(options.get("chunk_rows") or 1_000_000))
+    dataset = stream(**arguments, chunk_rows=int(options.get("chunk_rows") or 1 << 18))
     folder = convert(dataset, declaration, options.get("cache_dir"))
     return ColumnarDataModule(folder, seed=seed, **loader)
 

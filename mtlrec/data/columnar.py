@@ -10,12 +10,18 @@ declaration, so a second run with the same files opens the cache instead of conv
 and a changed file or declaration converts anew. The folder appears whole or not at all (it is
 written aside and renamed).
 
-Training batches are gathered from the memory maps by the same index tensors as an in-memory
-table (:class:`MemmapTable` is a :class:`~mtlrec.data.table.TensorTable`), so the two paths give
+Training batches are gathered by the same index tensors as an in-memory table
+(:class:`MemmapTable` is a :class:`~mtlrec.data.table.TensorTable`), so the two paths give
 identical batches. Ids are stored in the narrowest integer type that holds them and widened on
-gather. Pages a batch touched are handed back to the kernel every ``release_rows`` gathered rows
-(``madvise(MADV_DONTNEED)``: the file stays in the page cache, but not in the process), so the
-resident memory of an epoch stays that of the model plus a few batches, not that of the file.
+gather. A column group whose file is larger than ``MemmapTable.READ_ABOVE_BYTES`` is gathered
+row by row with ``os.pread`` rather than through its memory map: a random batch touches one page
+per row, and the kernel maps up to 16 neighbouring cached pages around every fault ("fault
+around"), so 8192 random rows put ~0.5 GB of a mapped file into the process whatever
+``madvise`` says; ``pread`` copies just the row out of the page cache (and measured faster than
+the faulting gather). Smaller groups (labels, masks) stay mapped: their whole file is small.
+Mapped pages are handed back to the kernel every ``release_rows`` gathered rows
+(``madvise(MADV_DONTNEED)``), so the resident memory of an epoch stays that of the model plus
+the small groups, not that of the file.
 """
 
 from __future__ import annotations
@@ -132,22 +138,61 @@ def _groups(table: TensorTable) -> dict[str, Tensor]:
     return out
 
 
+class _RowReader:
+    """One column group's rows read with ``os.pread`` (see the module): nothing of the file is
+    mapped into the process. The descriptor is opened per process, so loader workers each get
+    their own."""
+
+    def __init__(self, path: Path, dtype: str, shape: tuple[int, ...]):
+        self.path, self.dtype, self.shape = path, np.dtype(dtype), tuple(shape)
+        self.row_bytes = self.dtype.itemsize * int(np.prod(shape, dtype=np.int64))
+        self._fd: int | None = None
+        self._pid = -1
+
+    def _descriptor(self) -> int:
+        if self._pid != os.getpid():
+            self._fd, self._pid = os.open(self.path, os.O_RDONLY), os.getpid()
+        return self._fd
+
+    def __getitem__(self, index: Tensor | slice) -> Tensor:
+        fd, size = self._descriptor(), self.row_bytes
+        if isinstance(index, slice):
+            start, stop, _ = index.indices(os.fstat(fd).st_size // size)
+            data = os.pread(fd, max(stop - start, 0) * size, start * size)
+        else:
+            data = b"".join([os.pread(fd, size, offset) for offset in (index.numpy() * size).tolist()])
+        return torch.from_numpy(np.frombuffer(data, dtype=self.dtype).reshape(-1, *self.shape).copy())
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {**self.__dict__, "_fd": None, "_pid": -1}
+
+    def __del__(self) -> None:
+        if self._fd is not None and self._pid == os.getpid():
+            os.close(self._fd)
+
+
 class MemmapTable(TensorTable):
     """A split whose column groups are memory maps (see the module); batches by index as ever."""
+
+    READ_ABOVE_BYTES = 1 << 27  # groups with larger files are gathered by pread, not through the map
 
     def __init__(self, folder: Path, split: str, info: Mapping[str, Any], release_rows: int = 1 << 18):
         self._maps: list[np.memmap] = []
         self._wide: dict[str, torch.dtype] = {}
+        self._readers: dict[str, _RowReader] = {}
         groups: dict[str, dict[str, Tensor]] = {"features": {}, "labels": {}, "masks": {}}
         rows = int(info["rows"])
         for name, column in info["columns"].items():
             kind, key = name.split(".", 1)
             shape = (rows, *column["shape"])
+            path = folder / split / f"{name}.bin"
             if rows == 0:
                 array = np.zeros(shape, dtype=column["stored"])
             else:
-                array = np.memmap(folder / split / f"{name}.bin", dtype=column["stored"], mode="c", shape=shape)
+                array = np.memmap(path, dtype=column["stored"], mode="c", shape=shape)
                 self._maps.append(array)
+                if array.nbytes > self.READ_ABOVE_BYTES:
+                    self._readers[name] = _RowReader(path, column["stored"], tuple(column["shape"]))
             groups[kind][key] = torch.from_numpy(array)
             if column["stored"] != column["dtype"]:
                 self._wide[name] = getattr(torch, column["dtype"])
@@ -155,18 +200,21 @@ class MemmapTable(TensorTable):
         self.release_rows, self._since_release = release_rows, 0
 
     def __getitem__(self, index: Tensor | slice) -> Batch:
-        batch = super().__getitem__(index)
-        if isinstance(index, slice):  # views of the map: copy them out before their pages go
-            batch = Batch({k: v.clone() for k, v in batch.features.items()},
-                          {k: v.clone() for k, v in batch.labels.items()},
-                          {k: v.clone() for k, v in batch.masks.items()}, batch.num_rows)
-        for name, dtype in self._wide.items():
-            kind, key = name.split(".", 1)
-            getattr(batch, kind)[key] = getattr(batch, kind)[key].to(dtype)
-        self._since_release += batch.num_rows
+        rows = len(range(*index.indices(len(self)))) if isinstance(index, slice) else int(index.shape[0])
+        out: dict[str, dict[str, Tensor]] = {}
+        for kind in ("features", "labels", "masks"):
+            out[kind] = {}
+            for key, mapped in getattr(self, kind).items():
+                name = f"{kind}.{key}"
+                if name in self._readers:
+                    value = self._readers[name][index]
+                else:  # a slice of the map is a view: copy it out before its pages go
+                    value = mapped[index].clone() if isinstance(index, slice) else mapped[index]
+                out[kind][key] = value.to(self._wide[name]) if name in self._wide else value
+        self._since_release += rows
         if self._since_release >= self.release_rows:
             self.release()
-        return batch
+        return Batch(out["features"], out["labels"], out["masks"], rows)
 
     def release(self) -> None:
         """Hand the mapped pages back to the kernel (they stay in the page cache)."""

@@ -14,6 +14,7 @@ import torch
 from hydra import compose, initialize_config_dir
 
 from mtlrec.build import build_datamodule
+from mtlrec.data.columnar import MemmapTable
 from mtlrec.data.columns.numeric import BlockMoments
 from mtlrec.data.schema import SchemaError
 from mtlrec.train import CONFIG_DIR
@@ -78,12 +79,15 @@ def _assert_same_batches(a, b) -> None:
                         assert gx[key].dtype == gy[key].dtype and torch.equal(gx[key], gy[key]), (split, group, key)
 
 
-def test_the_memory_map_gives_the_in_memory_batches(files, tmp_path, monkeypatch) -> None:
+@pytest.mark.parametrize("read_above", [MemmapTable.READ_ABOVE_BYTES, 0], ids=["mapped", "pread"])
+def test_the_memory_map_gives_the_in_memory_batches(files, tmp_path, monkeypatch, read_above) -> None:
     monkeypatch.setattr(BlockMoments, "BLOCK", 500)  # several blocks, merged: the path a large file takes
+    monkeypatch.setattr(MemmapTable, "READ_ABOVE_BYTES", read_above)  # 0: every group read by pread
     memory, mapped = _datamodules(_overrides(files), tmp_path / "cache")
     assert type(mapped).__name__ == "ColumnarDataModule"
     assert {s: len(t) for s, t in mapped.tables.items()} == {"train": 3000, "val": 600, "test": 600}
     assert mapped.tables["train"].features["categorical"].dtype == torch.int32  # stored narrow, served as int64
+    assert bool(mapped.tables["train"]._readers) == (read_above == 0)
     _assert_same_batches(memory, mapped)
 
 

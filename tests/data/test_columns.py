@@ -7,6 +7,7 @@ import pandas as pd
 import pytest
 import torch
 
+from mtlrec.data.columns.categorical import CategoricalColumns
 from mtlrec.data.columns.tokens import FIRST_TOKEN_ID, OOV, PAD, MultiHotColumn, TextColumn
 from mtlrec.data.labels import label_encoder
 from mtlrec.data.preprocess import Preprocessor
@@ -122,3 +123,33 @@ def test_a_split_where_no_tag_has_both_values_is_refused() -> None:
     every_row_alike = pre.transform(pd.DataFrame({"x": [1.0, 2.0], "tags": ["a|b", "a|b"]}))
     with pytest.raises(SchemaError, match=r"data/val: multilabel task 'tags' has no tag that is both present and absent"):
         check_split(every_row_alike, pre.fitted_schema, "data/val")
+
+
+def _categorical_ids(chunks, transform_frames, min_count=1):
+    t = CategoricalColumns([FeatureSpec("f", "categorical", {"min_count": min_count})])
+    t.begin_fit()
+    for chunk in chunks:
+        t.partial_fit(pd.DataFrame({"f": chunk}), "train")
+    t.end_fit()
+    return t.vocabularies["f"], [t.transform(pd.DataFrame({"f": v}), "val").tolist() for v in transform_frames]
+
+
+def test_integer_columns_get_the_ids_of_their_string_keys() -> None:
+    """Integer columns are counted and looked up as integers (no string per row); the ids must be
+    those of their string keys, whatever the chunks' dtypes and however the vocabulary is mixed."""
+    ints = pd.Series([7, -3, 7, 0, 12, 2**62, 7, 12], dtype="int64")
+    as_text = ints.astype(str).astype(object)
+    queries = [pd.Series([7, 12, 99, -3, 0, 2**62], dtype="int64"),
+               pd.Series(["7", "12", "99", "-3", "0", str(2**62)], dtype=object)]
+    fast = _categorical_ids([ints[:3], ints[3:]], queries, min_count=2)
+    slow = _categorical_ids([as_text[:5], as_text[5:]], queries, min_count=2)
+    assert fast == slow and fast[0] == ["12", "7"]
+    assert fast[1][0] == [[2], [1], [0], [0], [0], [0]]  # sorted as strings: "12" < "7"; the rest is OOV
+    # one chunk of integers, one of strings and floats that are not canonical integers
+    mixed = [pd.Series([5, 5, 40], dtype="int64"), pd.Series(["05", "5", 5.5, "x", None], dtype=object)]
+    vocabulary, (ids_int, ids_text) = _categorical_ids(mixed, [pd.Series([5, 40, 6], dtype="int64"),
+                                                               pd.Series(["05", "5", "5.5", "x", None])])
+    assert vocabulary == sorted(["05", "40", "5", "5.5", "<missing>", "x"])
+    position = {k: i + 1 for i, k in enumerate(vocabulary)}
+    assert ids_int == [[position["5"]], [position["40"]], [0]]  # 5 is "5", never "05"
+    assert ids_text == [[position[k]] for k in ["05", "5", "5.5", "x", "<missing>"]]

@@ -543,7 +543,7 @@ def test_template_composes_and_instantiates(tmp_path) -> None:
         cfg = compose("config", overrides=overrides)
     data_cfg = OmegaConf.to_container(cfg.data, resolve=True)
     data_cfg.pop("loader")
-    assert data_cfg.pop("out_of_core") == {"enabled": False, "cache_dir": None, "chunk_rows": 1_000_000}
+    assert data_cfg.pop("out_of_core") == {"enabled": False, "cache_dir": None, "chunk_rows": 262_144}
     ds = instantiate(data_cfg, _convert_="all")
     assert isinstance(ds, RawDataset) and ds.name == "my_data"
     assert [len(ds.splits[s]) for s in ("train", "val", "test")] == [32, 4, 4]

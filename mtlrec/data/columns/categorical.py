@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from typing import Any
 
@@ -14,6 +15,7 @@ from mtlrec.data.columns.base import ColumnTransformer
 
 OOV = 0  # id 0 of every field is "not seen in training"
 MISSING = "<missing>"  # a missing categorical value is a category of its own
+INTEGER_KEY = re.compile(r"-?(0|[1-9][0-9]*)")  # the key str() gives an integer
 
 
 def category_keys(values: pd.Series) -> pd.Series:
@@ -31,6 +33,18 @@ def category_keys(values: pd.Series) -> pd.Series:
     return keys.where(values.notna(), MISSING)
 
 
+def _plain_integers(values: pd.Series) -> bool:
+    """A signed NumPy integer column (nullable and unsigned integers take the string path)."""
+    return isinstance(values.dtype, np.dtype) and values.dtype.kind == "i"
+
+
+def _merge(counts: list[pd.Series]) -> pd.Series:
+    """Per-key counts of several chunks, added up."""
+    if len(counts) == 1 and counts[0].index.is_unique:
+        return counts[0]
+    return pd.concat(counts).groupby(level=0, sort=False).sum().astype("int64")
+
+
 class CategoricalColumns(ColumnTransformer):
     """Every categorical field as one ``[N, F]`` int64 matrix of *global* ids.
 
@@ -45,18 +59,26 @@ class CategoricalColumns(ColumnTransformer):
     option_defaults = {"min_count": 1}
 
     def begin_fit(self) -> None:
-        self._counts: dict[str, pd.Series] = {s.name: pd.Series(dtype="int64") for s in self.specs}
+        self._counts: dict[str, list[pd.Series]] = {s.name: [] for s in self.specs}
 
     def partial_fit(self, frame: pd.DataFrame, split: str) -> None:
-        """Counts add up chunk by chunk, and the vocabulary is sorted: any chunking gives the same ids."""
+        """Counts add up chunk by chunk, and the vocabulary is sorted: any chunking gives the same ids.
+        An integer column is counted on its integers, keyed as strings only once, at the end: a
+        string object per row cost ~1.6 KB of memory per row of a 30-field chunk."""
         for spec in self.specs:
-            counts = category_keys(frame[spec.name]).value_counts()
-            self._counts[spec.name] = self._counts[spec.name].add(counts, fill_value=0).astype("int64")
+            values = frame[spec.name]
+            if _plain_integers(values):
+                ids, counts = np.unique(values.to_numpy(), return_counts=True)
+                self._counts[spec.name].append(pd.Series(counts, index=ids))
+            else:
+                self._counts[spec.name].append(category_keys(values).value_counts())
+            if len(self._counts[spec.name]) > 1:
+                self._counts[spec.name] = [_merge(self._counts[spec.name])]
 
     def end_fit(self) -> None:
         self.vocabularies: dict[str, list[str]] = {}
         for spec in self.specs:
-            counts = self._counts.pop(spec.name)
+            counts = _merge([c.set_axis(c.index.astype(str)) for c in self._counts.pop(spec.name)])
             kept = counts[counts >= int(self.option(spec, "min_count"))].index
             self.vocabularies[spec.name] = sorted(map(str, kept))
         self._indexes: dict[str, pd.Index] = {}
@@ -71,17 +93,36 @@ class CategoricalColumns(ColumnTransformer):
         offsets = np.cumsum([0] + self.field_sizes[:-1])
         ids = np.empty((len(frame), len(self.specs)), dtype=np.int64)
         for j, spec in enumerate(self.specs):
-            codes = self._index(spec.name).get_indexer(category_keys(frame[spec.name]))
+            codes = self._codes(spec.name, frame[spec.name])
             ids[:, j] = codes.astype(np.int64) + 1 + offsets[j]  # unseen -> -1 -> OOV (0)
         return torch.from_numpy(ids)
 
-    def _index(self, name: str) -> pd.Index:
+    def _codes(self, name: str, values: pd.Series) -> np.ndarray:
+        """Each value's position in the field's vocabulary, -1 where it has none. An integer column
+        is looked up among the vocabulary's integer keys (``"7"``, not ``"07"`` or ``"7.5"``), which
+        are the only keys :func:`category_keys` can give it, without a string per row."""
+        if _plain_integers(values):
+            index, positions = self._index(name, integers=True)
+            codes = index.get_indexer(values.to_numpy())
+            return np.where(codes >= 0, positions[codes], -1)
+        return self._index(name).get_indexer(category_keys(values))
+
+    def _index(self, name: str, integers: bool = False):
         """The field's vocabulary as an index, built once: its hash table is reused by every chunk
-        and every split (rebuilding it per call cost more than the lookups on large vocabularies)."""
+        and every split (rebuilding it per call cost more than the lookups on large vocabularies).
+        ``integers``: the index of its integer keys and their positions in the vocabulary."""
         cache = self.__dict__.setdefault("_indexes", {})
-        if name not in cache:
-            cache[name] = pd.Index(self.vocabularies[name], dtype=object)
-        return cache[name]
+        key = (name, integers)
+        if key not in cache:
+            vocabulary = self.vocabularies[name]
+            if integers:
+                found = [(int(k), i) for i, k in enumerate(vocabulary) if INTEGER_KEY.fullmatch(k)]
+                found = [(n, i) for n, i in found if -2**63 <= n < 2**63]
+                numbers = np.array([n for n, _ in found], dtype=np.int64)
+                cache[key] = (pd.Index(numbers), np.array([i for _, i in found], dtype=np.int64))
+            else:
+                cache[key] = pd.Index(vocabulary, dtype=object)
+        return cache[key]
 
     def state_dict(self) -> dict[str, Any]:
         return {"vocabularies": self.vocabularies}

@@ -34,7 +34,7 @@ class StreamedDataset:
     reader: Mapping[str, Any] | None
     sides: Sequence[Mapping] = field(default_factory=list)
     dropna: Sequence[str] = ()
-    chunk_rows: int = 1_000_000
+    chunk_rows: int = 1 << 18
 
     @property
     def schema(self) -> Schema:
@@ -82,7 +82,7 @@ def stream_tabular(
     derived: Mapping[str, Mapping[str, Any]] | None = None,
     dropna: Sequence[str] = (),
     exclude: Sequence[str] = (),
-    chunk_rows: int = 1_000_000,
+    chunk_rows: int = 1 << 18,
 ) -> StreamedDataset:
     """The declaration of ``conf/data/tabular.yaml``, to be read in chunks (nothing is read yet
     but the side tables, which are joined onto every chunk and so must fit in memory)."""
