@@ -26,6 +26,7 @@ import lightning as L
 import torch
 from hydra.core.hydra_config import HydraConfig
 from hydra.utils import instantiate
+from lightning.fabric.utilities.exceptions import MisconfigurationException
 from lightning.pytorch.callbacks import EarlyStopping, TQDMProgressBar
 from omegaconf import DictConfig, OmegaConf
 
@@ -34,7 +35,9 @@ from mtlrec.build import build_datamodule, build_module
 from mtlrec.data.messages import one_line
 from mtlrec.data.schema import SchemaError
 from mtlrec.extras import install_hint, missing_logger_extra
+from mtlrec.options import OptionError, check_command_line, check_config
 from mtlrec.training.console import header, progress_bar_wanted, quiet_third_party
+from mtlrec.training.guard import NonFiniteError
 from mtlrec.training.module import MultiTaskModule
 from mtlrec.training.results import (
     FORMAT_VERSION,
@@ -46,6 +49,7 @@ from mtlrec.training.results import (
     write_json_atomic,
 )
 from mtlrec.training.selection import TaskwiseSelection
+from mtlrec.training.stopping import StayStopped
 from mtlrec.training.timing import TrainThroughput
 
 log = logging.getLogger("mtlrec.train")
@@ -62,7 +66,7 @@ def build_callbacks(cfg: DictConfig, module: MultiTaskModule, checkpoint_dir: st
     """
     monitor, mode = module.selection
     taskwise = module.taskwise_selection()
-    callbacks: list[L.Callback] = [TrainThroughput()]
+    callbacks: list[L.Callback] = [TrainThroughput(), StayStopped()]
     early_stopping = None
     for node in (cfg.get("callbacks") or {}).values():
         if node is None:
@@ -99,6 +103,13 @@ def build_logger(cfg: DictConfig) -> L.pytorch.loggers.Logger | bool:
     return instantiate(node)
 
 
+def _sweeper_records_failures() -> bool:
+    """Optuna's sweeper turns a job that raises into a failed trial (and a returned NaN into a
+    crash of the whole study, with optuna 2.10); the basic sweeper stops at a job that raises."""
+    sweeper = HydraConfig.get().sweeper.get("_target_", "") if HydraConfig.initialized() else ""
+    return "optuna" in str(sweeper)
+
+
 def _is_multirun() -> bool:
     from hydra.types import RunMode
 
@@ -131,6 +142,7 @@ def run(cfg: DictConfig, output_dir: str | Path, overrides: list[str] | None = N
         torch.set_num_threads(int(cfg.torch_threads))
     L.seed_everything(cfg.seed, workers=True, verbose=False)
     try:  # bad data or config values fail here, before anything is written
+        check_config(cfg)
         datamodule = build_datamodule(cfg)
         module = build_module(cfg, datamodule)
         monitor, mode = module.selection
@@ -141,10 +153,14 @@ def run(cfg: DictConfig, output_dir: str | Path, overrides: list[str] | None = N
     per_task = any(isinstance(c, TaskwiseSelection) for c in callbacks)
     num_parameters = sum(p.numel() for p in module.architecture.parameters())
     console = cfg.get("console") or {}
-    progress = progress_bar_wanted(console.get("progress_bar", False), _is_multirun())
-    if progress:
-        callbacks.append(TQDMProgressBar(refresh_rate=int(console.get("refresh_rate", 20))))
-    trainer: L.Trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=logger, enable_progress_bar=progress)
+    try:
+        progress = progress_bar_wanted(console.get("progress_bar", False), _is_multirun())
+        if progress:
+            callbacks.append(TQDMProgressBar(refresh_rate=int(console.get("refresh_rate", 20))))
+        trainer: L.Trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=logger, enable_progress_bar=progress)
+        module.weighting.check_trainer(str(trainer.precision), trainer.world_size)
+    except BAD_INPUT as err:
+        raise BadInputError(one_line(err) or type(err).__name__) from err
     if cfg.get("print_results", True):
         print(header(
             arch=cfg.arch._target_.rsplit(".", 1)[-1], weighting=cfg.weighting._target_.rsplit(".", 1)[-1],
@@ -184,7 +200,7 @@ def run(cfg: DictConfig, output_dir: str | Path, overrides: list[str] | None = N
         val = trainer.validate(module, datamodule=datamodule, ckpt_path=ckpt, verbose=False)[0]
         test = trainer.test(module, datamodule=datamodule, ckpt_path=ckpt, verbose=False)[0]
     except Exception as err:  # a crash mid-training is recorded, then re-raised
-        record.update(status="failed", error=f"{type(err).__name__}: {err}")
+        record.update(status="failed", error=f"{type(err).__name__}: {err}", failure=getattr(err, "details", None))
         write_json_atomic(output_dir / RESULTS_FILE, record)
         raise
     throughput = next(c for c in callbacks if isinstance(c, TrainThroughput))
@@ -268,7 +284,8 @@ def selection_value(record: dict[str, Any]) -> float:
 
 # What bad input raises while a run is built: a wrong file, column, label or option value. Only
 # errors raised before training starts count; an error during training is a bug and keeps its traceback.
-BAD_INPUT = (SchemaError, ValueError, FileNotFoundError, ModuleNotFoundError)
+# Lightning's MisconfigurationException: a trainer option this machine cannot honour (trainer.accelerator=gpu here).
+BAD_INPUT = (SchemaError, ValueError, FileNotFoundError, ModuleNotFoundError, MisconfigurationException)
 
 
 class BadInputError(ValueError):
@@ -276,12 +293,14 @@ class BadInputError(ValueError):
     or option and the fix."""
 
 
-def _fail_with_one_line(err: BadInputError) -> None:
-    """One line on stderr and exit status 2; HYDRA_FULL_ERROR=1 shows the traceback instead."""
-    if os.environ.get("HYDRA_FULL_ERROR") == "1" or _is_multirun():
-        raise err  # a sweep records the failed job and goes on; a developer wants the traceback
-    print(f"mtlrec-train: error: {err}", file=sys.stderr, flush=True)
-    raise SystemExit(2)
+def _fail_with_one_line(err: Exception) -> None:
+    """One line on stderr and exit status 2 (bad input) or 1 (a run that failed while training);
+    HYDRA_FULL_ERROR=1 shows the traceback instead."""
+    if os.environ.get("HYDRA_FULL_ERROR") == "1":
+        raise err
+    failed = isinstance(err, NonFiniteError)
+    print(f"mtlrec-train: {'run failed' if failed else 'error'}: {err}", file=sys.stderr, flush=True)
+    raise SystemExit(1 if failed else 2)
 
 
 @hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="config")
@@ -291,7 +310,14 @@ def main(cfg: DictConfig) -> float:
         quiet_third_party()
     try:
         record = run(cfg, hydra_cfg.runtime.output_dir, list(hydra_cfg.overrides.task))
-    except BadInputError as err:
+    except (BadInputError, NonFiniteError) as err:
+        if _is_multirun() and os.environ.get("HYDRA_FULL_ERROR") != "1":
+            log.error("run failed: %s", err)
+            if _sweeper_records_failures():
+                raise  # Optuna's sweeper marks the trial FAIL and goes on (hydra.sweeper.max_failure_rate)
+            # Hydra's basic sweeper stops the whole sweep at a job that raises; this job's record
+            # says it failed, and the sweep goes on
+            return float("nan")
         _fail_with_one_line(err)
     if cfg.get("print_results", True):
         epochs = record.get("best_epochs") or {}
@@ -305,5 +331,18 @@ def main(cfg: DictConfig) -> float:
     return selection_value(record)
 
 
-if __name__ == "__main__":
+def cli() -> None:
+    """``mtlrec-train``: the command line is composed once first, so a typo'd key or an unknown
+    option stops in one line that says what was meant (:func:`mtlrec.options.check_command_line`)."""
+    try:
+        check_command_line(sys.argv[1:], CONFIG_DIR)
+    except OptionError as err:
+        if os.environ.get("HYDRA_FULL_ERROR") == "1":
+            raise
+        print(f"mtlrec-train: error: {err}", file=sys.stderr, flush=True)
+        raise SystemExit(2) from None
     main()
+
+
+if __name__ == "__main__":
+    cli()

@@ -21,10 +21,20 @@ import torch
 from torch import Tensor
 from torchvision.io import ImageReadMode, decode_image
 
+from mtlrec.data.messages import one_line
+from mtlrec.data.schema import SchemaError
+
 
 def load_image(path: str | os.PathLike) -> Tensor:
-    """``[3, H, W]`` uint8 (grey and RGBA images converted to RGB)."""
-    return decode_image(str(path), mode=ImageReadMode.RGB)
+    """``[3, H, W]`` uint8 (grey and RGBA images converted to RGB). A file that is not an image
+    (truncated, or another format under an image's name) is named, with what to do about it."""
+    try:
+        return decode_image(str(path), mode=ImageReadMode.RGB)
+    except RuntimeError as err:
+        raise SchemaError(
+            f"{path}: not a readable image ({one_line(err)}); replace the file, or remove it and the rows that "
+            f"point at it"
+        ) from None
 
 
 @dataclass

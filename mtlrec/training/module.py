@@ -20,6 +20,7 @@ from torch import Tensor, nn
 from mtlrec.data.schema import Schema
 from mtlrec.data.table import Batch
 from mtlrec.models.base import Architecture, TaskOutputs
+from mtlrec.training.guard import NonFiniteGuard
 from mtlrec.training.objectives import objective_for
 from mtlrec.weighting.base import Weighting
 
@@ -59,6 +60,7 @@ class MultiTaskModule(L.LightningModule):
         self._epoch_auxiliary: dict[str, Tensor] = {}
         self._epoch_weights: dict[str, float] = {}
         self._epoch_steps = 0
+        self.guard = NonFiniteGuard(self.trained_tasks)
         self.weight_history: list[dict[str, float]] = []
         self.loss_history: list[dict[str, float]] = []
 
@@ -109,6 +111,7 @@ class MultiTaskModule(L.LightningModule):
         return self.optimizer_factory(parameter_groups(self.architecture))
 
     def training_step(self, batch: Batch, batch_idx: int) -> None:
+        step = self.global_step  # 0-based; the optimizer step below counts it
         outputs = self(batch)
         losses = self.task_losses(outputs, batch)
         self._accumulate_auxiliary(outputs)
@@ -117,6 +120,7 @@ class MultiTaskModule(L.LightningModule):
         self.weighting.backward(losses, self.manual_backward, features=outputs.features)
         optimizer.step()
         weights = self.weighting.weights()
+        self.guard.observe(losses, weights, step)
         self._accumulate(losses, weights)
         # The logger only writes every `log_every_n_steps` steps; calling self.log on the other
         # steps would cost ~2 ms each for nothing (measured: a third of a small model's step).
@@ -137,6 +141,7 @@ class MultiTaskModule(L.LightningModule):
                 self._epoch_auxiliary[key] = self._epoch_auxiliary.get(key, 0.0) + value.detach()
 
     def on_train_epoch_end(self) -> None:
+        self.guard.check()  # before a NaN epoch mean reaches the weighting (DWA) or the history
         if not self._epoch_steps:
             return
         if self._epoch_auxiliary:

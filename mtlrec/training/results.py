@@ -66,9 +66,10 @@ LOCATION_KEYS = (
     # in memory or from a memory-mapped cache: the same batches, so the same run
     "data.out_of_core",
 )
-# Groups added after runs were published, whose empty default computes what their absence did:
-# left out of the hash while empty, so earlier runs keep their hash (and are skipped, not redone).
-ABSENT_WHEN_EMPTY = ("backbone", "data.split.val_share")
+# Keys added after runs were published, whose default computes what their absence did: left out
+# of the hash while at that default (None: any empty value), so earlier runs keep their hash (and
+# are skipped, not redone).
+ABSENT_AT_DEFAULT = {"backbone": None, "data.split.val_share": None, "trainer.precision": "32-true"}
 
 
 def is_location_key(key: str) -> bool:
@@ -111,12 +112,12 @@ def _json_default(obj: Any) -> Any:
 def config_hash(config: dict[str, Any]) -> str:
     """A stable hash of what a run computes (its resolved config without location keys)."""
     core = _without_keys(config, "")
-    for dotted in ABSENT_WHEN_EMPTY:
+    for dotted, default in ABSENT_AT_DEFAULT.items():
         *parents, last = dotted.split(".")
         node = core
         for key in parents:
             node = node.get(key) if isinstance(node, dict) else None
-        if isinstance(node, dict) and last in node and not node[last]:
+        if isinstance(node, dict) and last in node and (not node[last] if default is None else node[last] == default):
             node.pop(last)
     canonical = json.dumps(core, sort_keys=True, default=str, separators=(",", ":"))
     return hashlib.sha256(canonical.encode()).hexdigest()[:16]

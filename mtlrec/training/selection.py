@@ -106,6 +106,10 @@ class TaskwiseSelection(L.Callback):
             )
         self._pending = {task: float(metrics[key]) for task, (key, _) in self.monitors.items()}
 
+    def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if self.stopped_epoch and all(e is not None for e in self.stopped_epoch.values()):
+            trainer.should_stop = True  # resumed after every task had stopped: train nothing more
+
     def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         # Runs after the epoch's validation and before ModelCheckpoint writes last.ckpt (Lightning
         # calls checkpoint callbacks last), so last.ckpt holds this epoch's decisions.

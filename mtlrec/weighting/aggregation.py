@@ -99,6 +99,8 @@ class AggregationWeighting(Weighting):
     (over the shared representation and the shared parameters above it; see the module docstring).
     """
 
+    sets_gradients = True
+
     def __init__(
         self,
         aggregator: AggregatorSpec,

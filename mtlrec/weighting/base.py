@@ -55,6 +55,30 @@ class Weighting(nn.Module, ABC):
     work at the representation level read it.
     """
 
+    # True for schemes that write ``.grad`` themselves, outside ``backward_fn`` (GradNorm's last
+    # shared layer, the aggregators' shared parameters): those gradients never pass through fp16's
+    # loss scaling (the scaler then divides them by its scale: the parameters barely move) nor
+    # through a multi-device strategy's all-reduce (the replicas drift apart).
+    sets_gradients: bool = False
+
+    def check_trainer(self, precision: str, world_size: int) -> None:
+        """Refuse, in one line, a trainer this scheme's update would be silently wrong under."""
+        if not self.sets_gradients:
+            return
+        name = type(self).__name__
+        if str(precision).startswith("16"):
+            raise ValueError(
+                f"trainer.precision={precision}: {name} sets gradients outside the trainer's backward, which fp16's "
+                f"loss scaling does not see (the update would be divided by the scale); use trainer.precision=32 or "
+                f"bf16-mixed, or a loss-based weighting (fixed, uncertainty, dwa)"
+            )
+        if world_size > 1:
+            raise ValueError(
+                f"trainer.devices: {name} sets gradients outside the trainer's backward, which a {world_size}-process "
+                f"strategy does not all-reduce; train it on one device (trainer.devices=1) or choose a loss-based "
+                f"weighting (fixed, uncertainty, dwa)"
+            )
+
     def setup(
         self,
         task_names: Sequence[str],

@@ -61,6 +61,8 @@ class GradNormWeighting(LearnedWeighting):
     ``min_weight``: positivity floor applied before renormalisation (must be > 0).
     """
 
+    sets_gradients = True
+
     def __init__(
         self,
         alpha: float = 1.5,

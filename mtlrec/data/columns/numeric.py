@@ -73,14 +73,32 @@ class NumericColumns(ColumnTransformer):
     """Every numeric field as one ``[N, F]`` float32 matrix, ``(x - mean) / std`` of training.
 
     ``log1p`` applies ``sign(x)·log(1+|x|)`` first: heavy-tailed money columns (capital gains,
-    dividends) otherwise squash every other value into one bin. A missing value becomes 0, the
-    training mean; an infinite value is an error (it would poison every batch it is in).
+    dividends) otherwise squash every other value into one bin. What a gap becomes is the
+    feature's ``missing`` policy: ``impute`` (the training mean, i.e. 0; the default),
+    ``indicator`` (the mean, plus a 0/1 column "was missing" after the fields, so the model can
+    tell an imputed mean from a real one) or ``error`` (one line naming the column and the first
+    row). An infinite value is an error unless ``infinite: missing`` (then it is a gap, and the
+    ``missing`` policy applies): left in, it would poison every batch it is in.
     """
 
     kind = "numeric"
     fused = True
     streaming = True
-    option_defaults = {"log1p": False}
+    option_defaults = {"log1p": False, "missing": "impute", "infinite": "error"}
+    CHOICES = {"missing": ("impute", "indicator", "error"), "infinite": ("error", "missing")}
+
+    @classmethod
+    def check_options(cls, feature: str, options: Mapping[str, Any]) -> None:
+        super().check_options(feature, options)
+        for name, allowed in cls.CHOICES.items():
+            if name in options and options[name] not in allowed:
+                raise SchemaError(f"feature {feature!r} (numeric): {name}={options[name]!r} is not one of "
+                                  f"{', '.join(allowed)}")
+
+    @property
+    def indicated(self) -> list[str]:
+        """The features with a "was missing" column, in order (after the values)."""
+        return [s.name for s in self.specs if self.option(s, "missing") == "indicator"]
 
     def begin_fit(self) -> None:
         self._moments = {spec.name: BlockMoments() for spec in self.specs}
@@ -97,10 +115,14 @@ class NumericColumns(ColumnTransformer):
         self.fitted = True
 
     def transform(self, frame: pd.DataFrame, split: str) -> Tensor:
-        out = np.empty((len(frame), len(self.specs)), dtype=np.float32)
+        indicated = self.indicated
+        out = np.empty((len(frame), len(self.specs) + len(indicated)), dtype=np.float32)
         for j, spec in enumerate(self.specs):
             mean, std = self.stats[spec.name]
-            out[:, j] = np.nan_to_num((self._values(frame, spec, split) - mean) / std, nan=0.0)
+            values = self._values(frame, spec, split)
+            if spec.name in indicated:
+                out[:, len(self.specs) + indicated.index(spec.name)] = np.isnan(values)
+            out[:, j] = np.nan_to_num((values - mean) / std, nan=0.0)
         return torch.from_numpy(out)
 
     def _values(self, frame: pd.DataFrame, spec, split: str) -> np.ndarray:
@@ -112,10 +134,19 @@ class NumericColumns(ColumnTransformer):
                 f"{split}: numeric feature {column!r} holds non-numeric values ({err}); declare it categorical"
             ) from err
         if np.isinf(values).any():
-            row = frame.index[int(np.flatnonzero(np.isinf(values))[0])]
+            if self.option(spec, "infinite") == "missing":
+                values = np.where(np.isinf(values), np.nan, values)
+            else:
+                row = frame.index[int(np.flatnonzero(np.isinf(values))[0])]
+                raise SchemaError(
+                    f"{split}: numeric feature {column!r} holds an infinite value (first at row {row}); clean it, "
+                    f"or declare {{name: {column}, infinite: missing}} to treat it as a gap"
+                )
+        if self.option(spec, "missing") == "error" and np.isnan(values).any():
+            row = frame.index[int(np.flatnonzero(np.isnan(values))[0])]
             raise SchemaError(
-                f"{split}: numeric feature {column!r} holds an infinite value (first at row {row}); "
-                f"clean it or mark it missing (NaN is imputed with the training mean)"
+                f"{split}: numeric feature {column!r} has a missing value (first at row {row}) and its policy is "
+                f"missing: error; fill the gaps, or declare missing: impute (the training mean) or missing: indicator"
             )
         return _signed_log1p(values) if self.option(spec, "log1p") else values
 
@@ -127,4 +158,4 @@ class NumericColumns(ColumnTransformer):
         self.fitted = True
 
     def encoder_args(self) -> dict[str, Any]:
-        return {"num_fields": len(self.specs)}
+        return {"num_fields": len(self.specs) + len(self.indicated)}

@@ -115,11 +115,12 @@ def _parquet_chunks(path: Path, opts: Mapping, option: str, chunk_rows: int) -> 
 
     _read_parquet(path, opts, option, check_only=True)
     try:
-        file = pq.ParquetFile(path)
+        file = pq.ParquetFile(path, buffer_size=1 << 20, pre_buffer=False)  # column chunks streamed, not whole
     except Exception as err:  # pyarrow raises its own error types for a damaged or foreign file
         raise SchemaError(
             f"{path}: not a readable parquet file ({one_line(err)}); check the file or {option}.format"
         ) from None
+    _check_unique_names(list(file.schema_arrow.names), path, "its schema")
     for batch in file.iter_batches(batch_size=chunk_rows):
         yield batch.to_pandas()
 
@@ -173,11 +174,13 @@ def _read_parquet(path: Path, opts: Mapping, option: str, check_only: bool = Fal
     if check_only:
         return None
     try:
-        return pd.read_parquet(path, engine="pyarrow")
+        frame = pd.read_parquet(path, engine="pyarrow")
     except Exception as err:  # pyarrow raises its own error types for a damaged or foreign file
         raise SchemaError(
             f"{path}: not a readable parquet file ({one_line(err)}); check the file or {option}.format"
         ) from None
+    _check_unique_names(list(map(str, frame.columns)), path, "its schema")
+    return frame
 
 
 def _read_text(path: Path, fmt: str, opts: Mapping, option: str, chunksize: int | None = None) -> pd.DataFrame:
@@ -189,6 +192,10 @@ def _read_text(path: Path, fmt: str, opts: Mapping, option: str, chunksize: int 
     sep = reader_sep(fmt, opts)
     if not opts["header"] and not opts["names"]:
         raise SchemaError(f"{option}.header: false needs {option}.names (the column names in file order) for {path}")
+    if opts["names"]:
+        _check_unique_names(list(map(str, opts["names"])), path, f"{option}.names")
+    elif opts["header"]:
+        _check_unique_names(_header_cells(path, sep, opts["encoding"]), path, "its header")
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", pd.errors.ParserWarning)
@@ -222,6 +229,28 @@ def _read_text(path: Path, fmt: str, opts: Mapping, option: str, chunksize: int 
     if _looks_single_column(frame, opts):
         _check_delimiter(path, sep, opts["encoding"], option)
     return frame
+
+
+def _header_cells(path: Path, sep: str, encoding: str) -> list[str]:
+    """The header as written: pandas renames a repeated name (``price``, ``price.1``) when it reads
+    it as a header, which would hide that two columns claim the same name."""
+    try:
+        cells = pd.read_csv(path, sep=sep, header=None, nrows=1, dtype=str, encoding=encoding, index_col=False,
+                            keep_default_na=False)
+    except Exception:  # an unreadable header: the full read names the problem
+        return []
+    return [str(c) for c in cells.iloc[0].tolist()] if len(cells) else []
+
+
+def _check_unique_names(names: list[str], path: Path, where: str) -> None:
+    seen: dict[str, int] = {}
+    for position, name in enumerate(names):
+        if name in seen and name != "":
+            raise SchemaError(
+                f"{path}: column {name!r} appears twice in {where} (columns {seen[name]} and {position}, from 0); "
+                f"rename or drop one, so each column has its own name"
+            )
+        seen[name] = position
 
 
 def _looks_single_column(frame: pd.DataFrame, opts: Mapping) -> bool:

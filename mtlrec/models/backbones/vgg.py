@@ -25,6 +25,7 @@ in torchvision, plus the freezing policies of the classic transfer recipe.
 
 from __future__ import annotations
 
+import sys
 import urllib.error
 from collections.abc import Callable
 from pathlib import Path
@@ -156,8 +157,8 @@ def _weights(enum: type[WeightsEnum], name: str, option: str) -> WeightsEnum:
 
 
 def _build(builder, weights: WeightsEnum | None, arch: str) -> models.VGG:
-    try:
-        return builder(weights=weights)
+    try:  # the download's progress bar only on a terminal: a log or an error report stays one line
+        return builder(weights=weights, progress=sys.stderr.isatty())
     except (urllib.error.URLError, OSError, RuntimeError) as err:
         url = weights.url if weights is not None else "?"
         raise WeightsNotAvailableError(

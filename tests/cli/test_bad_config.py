@@ -1,0 +1,129 @@
+"""Bad config options stop ``mtlrec-train`` in one line that names the option and the fix; the exit
+status is non-zero and no results.json is written. The cases run ``mtlrec.train.cli`` (the console
+script's function) in this process, on the embedded synthetic data: the data-side cases, which need
+files, run as subprocesses in test_bad_input.py."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import pytest
+from hydra.core.global_hydra import GlobalHydra
+
+FAST = ["data.num_train=400", "data.num_val=200", "data.num_test=200", "trainer.max_epochs=1"]
+
+# case -> (overrides, what the one line must contain)
+CASES = {
+    "unknown arch": (["arch=mmo"], ["arch=mmo", "did you mean 'mmoe'", "shared_bottom", "--config-dir"]),
+    "unknown weighting": (["weighting=gradnrom"], ["weighting=gradnrom", "did you mean 'gradnorm'", "uncertainty"]),
+    "unknown data": (["data=census"], ["data=census", "census_income", "synthetic"]),
+    "unknown backbone": (["backbone=vgg19"], ["backbone=vgg19", "vgg16"]),
+    "typo'd key": (["arch.num_expert=4"], ["arch.num_expert", "did you mean 'num_experts'", "expert_units",
+                                           "+arch.num_expert=4"]),
+    "typo'd key added with +": (["+arch.num_expert=4"], ["arch.num_expert", "MMoE has no option 'num_expert'",
+                                                         "did you mean 'num_experts'"]),
+    "typo'd key in a sweep": (["-m", "arch=mmoe,ple", "arch.num_expert=4,8"], ["arch.num_expert",
+                                                                            "did you mean 'num_experts'"]),
+    "typo'd weighting key": (["weighting=gradnorm", "+weighting.alfa=1"], ["weighting.alfa", "did you mean 'alpha'"]),
+    "zero experts": (["arch.num_experts=0"], ["arch.num_experts=0", "positive whole number"]),
+    "negative units": (["arch.expert_units=[16,-4]"], ["arch.expert_units=[16, -4]", "positive whole number"]),
+    "zero batch size": (["data.loader.batch_size=0"], ["data.loader.batch_size=0", "positive whole number"]),
+    "negative epochs": (["trainer.max_epochs=-2"], ["trainer.max_epochs=-2", "positive whole number"]),
+    "zero embedding width": (["encoder.embedding_dim=0"], ["encoder.embedding_dim=0", "positive"]),
+    "learning rate 0": (["optimizer.lr=0"], ["optimizer.lr=0", "above 0"]),
+    "negative weighting learning rate": (["weighting=uncertainty", "weighting.lr=-0.1"],
+                                         ["weighting.lr=-0.1", "above 0"]),
+    "GradNorm on two devices": (["weighting=gradnorm", "trainer.accelerator=cpu", "trainer.devices=2"],
+                                ["trainer.devices", "GradNormWeighting", "all-reduce", "trainer.devices=1"]),
+    "bad console option": (["console.progress_bar=none"], ["console.progress_bar='none'", "auto, true or false"]),
+}
+
+
+def _cli(monkeypatch, capfd, run_dir, *overrides: str) -> tuple[int | str | None, str]:
+    from mtlrec import train
+
+    monkeypatch.delenv("HYDRA_FULL_ERROR", raising=False)
+    location = f"hydra.sweep.dir={run_dir}" if "-m" in overrides else f"hydra.run.dir={run_dir}"
+    flags = [o for o in overrides if o.startswith("-")]
+    rest = [o for o in overrides if not o.startswith("-")]
+    monkeypatch.setattr(sys, "argv", ["mtlrec-train", *flags, *FAST, *rest, location])
+    GlobalHydra.instance().clear()
+    try:
+        with pytest.raises(SystemExit) as stopped:
+            train.cli()
+    finally:
+        GlobalHydra.instance().clear()
+    return stopped.value.code, capfd.readouterr().err
+
+
+@pytest.mark.parametrize("case", list(CASES))
+def test_bad_option_gives_one_line_and_no_results(case, tmp_path, monkeypatch, capfd) -> None:
+    overrides, expected = CASES[case]
+    code, err = _cli(monkeypatch, capfd, tmp_path / "run", *overrides)
+    lines = [line for line in err.splitlines() if line.strip()]
+    assert code not in (0, None), err[-3000:]
+    assert len(lines) == 1, err[-4000:]
+    assert lines[0].startswith("mtlrec-train: error: ")
+    missing = [e for e in expected if e not in lines[0]]
+    assert not missing, f"{missing} not in: {lines[0]}"
+    assert not list(tmp_path.rglob("results.json"))
+
+
+def test_an_output_folder_that_cannot_be_made_is_one_line(tmp_path, monkeypatch, capfd) -> None:
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a folder")
+    code, err = _cli(monkeypatch, capfd, blocker / "run")
+    lines = [line for line in err.splitlines() if line.strip()]
+    assert code == 2 and len(lines) == 1, err[-3000:]
+    assert "hydra.run.dir" in lines[0] and str(blocker) in lines[0] and "not a folder" in lines[0]
+
+
+def test_a_valid_sweep_and_help_pass_the_check() -> None:
+    from mtlrec.options import check_command_line
+    from mtlrec.train import CONFIG_DIR
+
+    check_command_line(["-m", "arch=mmoe,ple", "seed=range(2)", "optimizer.lr=interval(0.0001,0.01)"], CONFIG_DIR)
+    check_command_line(["--help"], CONFIG_DIR)
+    check_command_line(["+arch.extra_option=1"], CONFIG_DIR)  # composes: a constructor check stops it later
+
+
+def test_a_report_on_results_of_an_unknown_format_is_one_line(tmp_path, capsys) -> None:
+    import json
+
+    from mtlrec.report.cli import main as report_main
+
+    run = tmp_path / "sweep" / "seed=0"
+    run.mkdir(parents=True)
+    (run / "results.json").write_text(json.dumps({"format": 99, "status": "complete", "metrics": {}}))
+    assert report_main([str(tmp_path / "sweep"), "--out", str(tmp_path / "report")]) == 2
+    lines = [line for line in capsys.readouterr().err.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith("mtlrec-report: error: "), lines
+    assert "seed=0" in lines[0] and "unsupported results format 99" in lines[0]
+    assert not (tmp_path / "report").exists()
+
+
+WEIGHTINGS = sorted(p.stem for p in (Path(__file__).resolve().parents[2] / "conf" / "weighting").glob("*.yaml"))
+
+
+@pytest.mark.parametrize("name", WEIGHTINGS)
+def test_weightings_that_set_gradients_refuse_fp16_and_several_devices(name) -> None:
+    from hydra import compose, initialize_config_dir
+    from hydra.utils import instantiate
+
+    from mtlrec.train import CONFIG_DIR
+
+    with initialize_config_dir(CONFIG_DIR, version_base="1.3"):
+        weighting = instantiate(compose("config", overrides=[f"weighting={name}"]).weighting)
+    weighting.check_trainer("bf16-mixed", 1)  # no loss scaling: every scheme is right
+    weighting.check_trainer("32-true", 1)
+    if name in ("gradnorm", "cagrad", "mgda", "nashmtl", "pcgrad", "upgrad"):
+        assert weighting.sets_gradients
+    if weighting.sets_gradients:
+        with pytest.raises(ValueError, match="trainer.precision=16-mixed: .* bf16-mixed"):
+            weighting.check_trainer("16-mixed", 1)
+        with pytest.raises(ValueError, match="trainer.devices: .* 2-process"):
+            weighting.check_trainer("32-true", 2)
+    else:
+        weighting.check_trainer("16-mixed", 1)
+        weighting.check_trainer("32-true", 2)
