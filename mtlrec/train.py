@@ -51,6 +51,8 @@ from mtlrec.training.results import (
 from mtlrec.training.selection import TaskwiseSelection
 from mtlrec.training.stopping import StayStopped
 from mtlrec.training.timing import TrainThroughput
+from mtlrec.transfer.init_from import initialise_from
+from mtlrec.transfer.init_from import summary as transfer_summary
 
 log = logging.getLogger("mtlrec.train")
 CONFIG_DIR = str(Path(__file__).resolve().parents[1] / "conf")
@@ -145,6 +147,7 @@ def run(cfg: DictConfig, output_dir: str | Path, overrides: list[str] | None = N
         check_config(cfg)
         datamodule = build_datamodule(cfg)
         module = build_module(cfg, datamodule)
+        transferred = initialise_from(module, datamodule.preprocessor, cfg.init_from) if cfg.get("init_from") else None
         monitor, mode = module.selection
         callbacks = build_callbacks(cfg, module, output_dir / "checkpoints")
         logger = build_logger(cfg)
@@ -162,6 +165,8 @@ def run(cfg: DictConfig, output_dir: str | Path, overrides: list[str] | None = N
     except BAD_INPUT as err:
         raise BadInputError(one_line(err) or type(err).__name__) from err
     if cfg.get("print_results", True):
+        if transferred:
+            print(transfer_summary(transferred), flush=True)
         print(header(
             arch=cfg.arch._target_.rsplit(".", 1)[-1], weighting=cfg.weighting._target_.rsplit(".", 1)[-1],
             dataset=datamodule.raw.name, rows={s: len(t) for s, t in datamodule.tables.items()},
@@ -188,6 +193,7 @@ def run(cfg: DictConfig, output_dir: str | Path, overrides: list[str] | None = N
         "git_commit": git_commit(),
         "versions": _versions(),
         "num_parameters": num_parameters,
+        "init_from": transferred,
     }
     try:
         started = time.perf_counter()

@@ -69,7 +69,8 @@ LOCATION_KEYS = (
 # Keys added after runs were published, whose default computes what their absence did: left out
 # of the hash while at that default (None: any empty value), so earlier runs keep their hash (and
 # are skipped, not redone).
-ABSENT_AT_DEFAULT = {"backbone": None, "data.split.val_share": None, "trainer.precision": "32-true"}
+ABSENT_AT_DEFAULT = {"backbone": None, "data.split.val_share": None, "trainer.precision": "32-true",
+                     "init_from": None}
 
 
 def is_location_key(key: str) -> bool:

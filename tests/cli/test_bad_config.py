@@ -127,3 +127,18 @@ def test_weightings_that_set_gradients_refuse_fp16_and_several_devices(name) -> 
     else:
         weighting.check_trainer("16-mixed", 1)
         weighting.check_trainer("32-true", 2)
+
+
+def test_init_from_an_incompatible_or_missing_run_is_one_line(tmp_path, monkeypatch, capfd) -> None:
+    from tests.conftest import train_in_process
+
+    source, _ = train_in_process(tmp_path / "source", [*FAST, "arch=single_task"])  # shares no parameter with MMoE
+    assert source["status"] == "complete"
+    capfd.readouterr()
+    for given, expected in ((tmp_path / "source", "no parameter of best-per-task.ckpt matches this model"),
+                            (tmp_path / "nowhere", "no such run folder or checkpoint file")):
+        code, err = _cli(monkeypatch, capfd, tmp_path / f"run-{given.name}", "arch=mmoe", f"init_from={given}")
+        lines = [line for line in err.splitlines() if line.strip()]
+        assert code == 2 and len(lines) == 1, err[-3000:]
+        assert lines[0].startswith(f"mtlrec-train: error: init_from={given}: ") and expected in lines[0]
+        assert not (tmp_path / f"run-{given.name}" / "results.json").exists()

@@ -130,6 +130,7 @@ def _duplicate_header(folder: Path) -> None:
 # case -> (edit of the frames, extra overrides, what the one line must contain[, edit of the written files])
 CASES = {
     "missing file": (None, ["data.files=nope.csv"], ["data.files", "nope.csv", "data.root"]),
+    "missing data folder": (None, ["data.root=/nowhere/shop-data"], ["/nowhere/shop-data", "data.root", "shop.csv"]),
     "unknown column": (None, ["data.features.numeric=[prize,age]"], ["data.features.numeric", "'prize'",
                                                                      "shop.csv", "did you mean 'price'"]),
     "side-table key missing": (_drop_user, [], ["data.joins[0]", "users.csv", "'user_id'", "'u3'", "shop.csv"]),

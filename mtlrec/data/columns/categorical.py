@@ -124,6 +124,15 @@ class CategoricalColumns(ColumnTransformer):
                 cache[key] = pd.Index(vocabulary, dtype=object)
         return cache[key]
 
+    def row_keys(self) -> list[tuple[str, str]]:
+        """What each row of the fused table stands for, in id order: per field its out-of-vocabulary
+        row, then its categories. How ``init_from`` finds a category's row in another domain's table."""
+        keys = []
+        for spec in self.specs:
+            keys.append((spec.name, ""))
+            keys.extend((spec.name, key) for key in self.vocabularies[spec.name])
+        return keys
+
     def state_dict(self) -> dict[str, Any]:
         return {"vocabularies": self.vocabularies}
 

@@ -74,6 +74,11 @@ class TokenBagColumn(ColumnTransformer):
     def encoder_args(self) -> dict[str, Any]:
         return {"num_embeddings": len(self.vocabulary) + FIRST_TOKEN_ID}
 
+    def row_keys(self) -> list[tuple[str, str]]:
+        """What each embedding row stands for (padding, out-of-vocabulary, then each token): how
+        ``init_from`` finds a token's row in another domain's table."""
+        return [("", "<pad>"), ("", "<oov>")] + [("token", t) for t in self.vocabulary]
+
 
 class MultiHotColumn(TokenBagColumn):
     """A delimited list per cell (``"drama|comedy"``): each distinct entry is one token.

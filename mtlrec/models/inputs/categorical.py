@@ -24,6 +24,11 @@ class CategoricalEmbedding(nn.Module):
         self.output_dim = self.num_fields * embedding_dim
         self.reset_parameters()
 
+    @property
+    def vocabulary_table(self) -> nn.Parameter:
+        """The table whose rows are the transformer's ``row_keys`` (remapped by ``init_from``)."""
+        return self.table.weight
+
     def reset_parameters(self) -> None:
         nn.init.normal_(self.table.weight, std=0.05)
 

@@ -24,6 +24,11 @@ class TokenBag(nn.Module):
         self.output_dim = embedding_dim
         self.reset_parameters()
 
+    @property
+    def vocabulary_table(self) -> nn.Parameter:
+        """The table whose rows are the transformer's ``row_keys`` (remapped by ``init_from``)."""
+        return self.bag.weight
+
     def reset_parameters(self) -> None:
         nn.init.normal_(self.bag.weight, std=0.05)
         with torch.no_grad():
