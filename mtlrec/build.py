@@ -19,6 +19,7 @@ from mtlrec.data.schema import Schema
 from mtlrec.models.base import Architecture
 from mtlrec.models.inputs.encoder import InputEncoder
 from mtlrec.training.module import MultiTaskModule
+from mtlrec.transfer.parts import freeze
 
 LOADER_OPTIONS = ("batch_size", "eval_batch_size", "num_workers")
 OUT_OF_CORE_OPTIONS = ("enabled", "cache_dir", "chunk_rows")
@@ -89,6 +90,11 @@ def build_module(cfg: DictConfig, datamodule: TabularDataModule) -> MultiTaskMod
     image backbone that trains), as the encoder asks."""
     schema = datamodule.schema
     architecture = build_architecture(cfg, schema, datamodule.preprocessor)
+    finetune = OmegaConf.to_container(cfg.finetune, resolve=True) if cfg.get("finetune") else {}
+    unknown = sorted(set(finetune) - {"freeze", "lr"})
+    if unknown:
+        raise ValueError(f"finetune: unknown option(s) {unknown}; the options are freeze, lr")
+    freeze(architecture, finetune.get("freeze") or [])  # before the weighting sees the shared parameters
     transforms = {}
     for module in architecture.modules():
         if isinstance(module, InputEncoder):
@@ -100,4 +106,5 @@ def build_module(cfg: DictConfig, datamodule: TabularDataModule) -> MultiTaskMod
         weighting=_instantiate(cfg.weighting),
         optimizer=instantiate(cfg.optimizer),
         labelled_counts=datamodule.labelled_counts(),
+        part_lr=finetune.get("lr") or {},
     )

@@ -94,6 +94,11 @@ def _is_size(name: str) -> bool:
     return name in SIZE_KEYS or name.startswith(SIZE_PREFIXES) or name.endswith(SIZE_SUFFIXES)
 
 
+def _check_rate(key: str, value: Any) -> None:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:
+        raise OptionError(f"{key}={value}: a learning rate must be a number above 0, e.g. {key}=0.001")
+
+
 def check_values(node: Any, key: str) -> None:
     """Sizes positive integers, learning rates above 0, anywhere under ``node``."""
     if isinstance(node, Mapping):
@@ -105,9 +110,11 @@ def check_values(node: Any, key: str) -> None:
                 bad = [v for v in values if isinstance(v, bool) or not isinstance(v, int) or v < 1]
                 if bad:
                     raise OptionError(f"{full}={value}: a size must be a positive whole number (>= 1)")
+            elif name in RATE_KEYS and isinstance(value, Mapping):  # one per part (finetune.lr)
+                for part, rate in value.items():
+                    _check_rate(f"{full}.{part}", rate)
             elif name in RATE_KEYS and value is not None:
-                if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:
-                    raise OptionError(f"{full}={value}: a learning rate must be a number above 0, e.g. {full}=0.001")
+                _check_rate(full, value)
             else:
                 check_values(value, full)
     elif isinstance(node, Sequence) and not isinstance(node, str):
@@ -125,7 +132,7 @@ def check_config(cfg: DictConfig) -> None:
     for name, node in (resolved.get("callbacks") or {}).items():
         if isinstance(node, Mapping):
             check_target(node, f"callbacks.{name}")
-    for group in ("arch", "weighting", "optimizer", "trainer", "backbone", "encoder", "data"):
+    for group in ("arch", "weighting", "optimizer", "trainer", "backbone", "encoder", "data", "finetune"):
         check_values(resolved.get(group), group)
 
 

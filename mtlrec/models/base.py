@@ -19,6 +19,8 @@ from mtlrec.models.blocks.mlp import Tower
 from mtlrec.models.inputs.encoder import InputEncoder
 from mtlrec.weighting.base import SharedModel
 
+PARTS = ("embeddings", "backbone", "bottom", "gates", "towers")
+
 
 @dataclass
 class TaskOutputs:
@@ -79,6 +81,35 @@ class Architecture(nn.Module, ABC):
     def last_shared_parameters(self) -> list[nn.Parameter]:
         """Weights of the last layer every task's output depends on (GradNorm's W); [] if none."""
 
+    def part_modules(self) -> dict[str, list[nn.Module]]:
+        """Which of this architecture's modules are its ``gates`` and its ``towers`` (and, when it
+        has more input encoders than ``self.encoder``, its ``embeddings``); the rest of it is its
+        ``bottom``: experts, a shared bottom, cross-stitch columns. The default: the towers made by
+        :meth:`make_towers` (``self.towers``), no gates; an architecture with gates or other
+        per-task heads says so."""
+        towers = getattr(self, "towers", None)
+        return {"gates": [], "towers": [towers] if isinstance(towers, nn.Module) else []}
+
+    def parts(self) -> dict[str, list[nn.Parameter]]:
+        """Every parameter in exactly one of :data:`PARTS`, for freezing and per-part learning
+        rates (``finetune.freeze``, ``finetune.lr``): ``embeddings`` (the input encoder without its
+        image backbone), ``backbone``, ``bottom``, ``gates``, ``towers``."""
+        seen: set[int] = set()
+
+        def take(params) -> list[nn.Parameter]:
+            out = [p for p in params if id(p) not in seen]
+            seen.update(id(p) for p in out)
+            return out
+
+        declared = self.part_modules()
+        encoders = [m for m in [getattr(self, "encoder", None), *declared.get("embeddings", [])] if m is not None]
+        backbone = take(p for m in encoders if hasattr(m, "backbone_parameters") for p in m.backbone_parameters())
+        embeddings = take(p for m in encoders for p in m.parameters())
+        gates = take(p for m in declared.get("gates", []) for p in m.parameters())
+        towers = take(p for m in declared.get("towers", []) for p in m.parameters())
+        bottom = take(self.parameters())  # what is left: experts, a shared bottom, per-task bodies
+        return {"embeddings": embeddings, "backbone": backbone, "bottom": bottom, "gates": gates, "towers": towers}
+
     def task_networks(self) -> dict[str, nn.Module] | None:
         """task -> the module holding *all* of that task's parameters, when the tasks share none
         (independent networks, selected per task); ``None`` for architectures that share."""
@@ -87,13 +118,13 @@ class Architecture(nn.Module, ABC):
     def shared_model(self) -> SharedModel:
         """Partition parameters into shared / task-specific for the weighting."""
         task_ids = {id(p) for m in self.task_specific_modules() for p in m.parameters()}
-        params = list(self.parameters())
+        params = [p for p in self.parameters() if p.requires_grad]  # frozen parts (finetune.freeze) are no one's
         shared = [p for p in params if id(p) not in task_ids]
         encoder = getattr(self, "encoder", None)
         below = {id(p) for p in encoder.parameters()} if isinstance(encoder, nn.Module) else set()
         return SharedModel(
             shared_parameters=shared,
-            last_shared_parameters=self.last_shared_parameters(),
+            last_shared_parameters=[p for p in self.last_shared_parameters() if p.requires_grad],
             task_parameters=[p for p in params if id(p) in task_ids],
             encoder_parameters=[p for p in shared if id(p) in below],
         )

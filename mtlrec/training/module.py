@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping
 from functools import partial
+from typing import Any
 
 import lightning as L
 import torch
@@ -22,6 +23,7 @@ from mtlrec.data.table import Batch
 from mtlrec.models.base import Architecture, TaskOutputs
 from mtlrec.training.guard import NonFiniteGuard
 from mtlrec.training.objectives import objective_for
+from mtlrec.transfer.parts import part_options
 from mtlrec.weighting.base import Weighting
 
 OptimizerFactory = Callable[[Iterable[nn.Parameter]], torch.optim.Optimizer]
@@ -36,6 +38,7 @@ class MultiTaskModule(L.LightningModule):
         weighting: Weighting,
         optimizer: OptimizerFactory = partial(torch.optim.Adam, lr=1e-3),
         labelled_counts: Mapping[str, int] | None = None,
+        part_lr: Mapping[str, float] | None = None,
     ):
         super().__init__()
         self.automatic_optimization = False
@@ -43,6 +46,7 @@ class MultiTaskModule(L.LightningModule):
         self.architecture = architecture
         self.weighting = weighting
         self.optimizer_factory = optimizer
+        self.part_lr = dict(part_lr or {})  # part -> learning rate (finetune.lr), see mtlrec.transfer.parts
         self.objectives = {t.name: objective_for(t) for t in schema.tasks}
         self.metrics = nn.ModuleDict(
             {
@@ -108,7 +112,8 @@ class MultiTaskModule(L.LightningModule):
     # -- training ----------------------------------------------------------------------------
     def configure_optimizers(self) -> torch.optim.Optimizer:
         # only the architecture: a weighting's learnable weights have their own optimizer
-        return self.optimizer_factory(parameter_groups(self.architecture))
+        overrides = part_options(self.architecture, self.part_lr) if self.part_lr else None
+        return self.optimizer_factory(parameter_groups(self.architecture, overrides))
 
     def training_step(self, batch: Batch, batch_idx: int) -> None:
         step = self.global_step  # 0-based; the optimizer step below counts it
@@ -198,21 +203,26 @@ class MultiTaskModule(L.LightningModule):
         self._log_metrics("test")
 
 
-def parameter_groups(module: nn.Module) -> list[dict] | Iterable[nn.Parameter]:
-    """The module's parameters, with those of each submodule that sets ``optimizer_options``
-    (e.g. an image backbone's smaller learning rate: ``{"lr": 1e-4}``) in a group of their own.
-    Just the parameters when no submodule asks (the optimizer is then built exactly as before)."""
-    groups, seen = [], set()
+def parameter_groups(module: nn.Module, overrides: Mapping[int, Mapping[str, Any]] | None = None):
+    """The module's trained parameters in optimizer groups: one per distinct set of options. A
+    submodule's ``optimizer_options`` (an image backbone's smaller learning rate) applies to its
+    parameters; ``overrides`` (per-part learning rates) win over it. Just the parameters when no
+    one asks for options (the optimizer is then built exactly as before)."""
+    options: dict[int, dict[str, Any]] = {}
     for sub in module.modules():
-        options = getattr(sub, "optimizer_options", None)
-        if options:
-            params = [p for p in sub.parameters() if p.requires_grad and id(p) not in seen]
-            seen.update(id(p) for p in params)
-            if params:
-                groups.append({"params": params, **options})
-    if not groups:
-        return module.parameters()
-    return [{"params": [p for p in module.parameters() if id(p) not in seen]}, *groups]
+        for param in sub.parameters(recurse=True) if getattr(sub, "optimizer_options", None) else ():
+            options.setdefault(id(param), dict(sub.optimizer_options))
+    for key, value in (overrides or {}).items():
+        options[key] = dict(value)
+    trained = [p for p in module.parameters() if p.requires_grad]
+    if not options:
+        return trained
+    groups: dict[tuple, dict[str, Any]] = {}
+    for param in trained:
+        chosen = options.get(id(param), {})
+        key = tuple(sorted(chosen.items()))
+        groups.setdefault(key, {"params": [], **chosen})["params"].append(param)
+    return sorted(groups.values(), key=lambda g: len(g) > 1)  # the plain group first, as before
 
 
 def _in_sample_space(outputs: TaskOutputs, batch: Batch, task: str) -> tuple[Tensor, Tensor]:

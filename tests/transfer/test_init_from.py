@@ -84,8 +84,8 @@ def test_a_run_initialised_from_the_source_records_what_it_loaded(source, tmp_pa
 
 
 def test_a_source_that_matches_nothing_is_refused_in_one_line(tmp_path) -> None:
-    other, _ = train_in_process(tmp_path / "synthetic-run", ["data.num_train=300", "data.num_val=100",
-                                                             "data.num_test=100", "trainer.max_epochs=1", "arch=single_task"])
+    small = ["data.num_train=300", "data.num_val=100", "data.num_test=100", "trainer.max_epochs=1"]
+    other, _ = train_in_process(tmp_path / "synthetic-run", [*small, "arch=single_task"])
     assert other["status"] == "complete"
     module, datamodule = _module(_domain(tmp_path / "data", ["a", "b"], seed=3))
     with pytest.raises(TransferError, match=r"init_from=.*: no parameter of best-per-task.ckpt matches this model"):

@@ -132,6 +132,10 @@ class AITM(Architecture):
     def task_specific_modules(self) -> list[nn.Module]:
         return [self.towers, self.transfer, self.attention, self.heads, self.plain]
 
+    def part_modules(self) -> dict[str, list[nn.Module]]:
+        # every step's tower, its transfer to the next step, the attention and the heads serve one task each
+        return {"gates": [], "towers": [self.towers, self.transfer, self.attention, self.heads, self.plain]}
+
     def last_shared_parameters(self) -> list[nn.Parameter]:
         """The shared embedding: every tower reads it (GradNorm's W)."""
         return [p for p in self.encoder.parameters() if p.requires_grad]

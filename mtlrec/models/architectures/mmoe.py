@@ -28,3 +28,6 @@ class MMoE(MixtureOfExperts):
 
     def task_specific_modules(self) -> list[nn.Module]:
         return [self.gates, self.towers]
+
+    def part_modules(self) -> dict[str, list[nn.Module]]:
+        return {"gates": [self.gates], "towers": [self.towers]}

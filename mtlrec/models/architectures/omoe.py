@@ -24,3 +24,6 @@ class OMoE(MixtureOfExperts):
 
     def task_specific_modules(self) -> list[nn.Module]:
         return [self.towers]
+
+    def part_modules(self) -> dict[str, list[nn.Module]]:
+        return {"gates": [self.gate], "towers": [self.towers]}

@@ -121,6 +121,11 @@ class PLE(Architecture):
     def last_shared_parameters(self) -> list[nn.Parameter]:
         return self.levels[-1].shared_experts.last_layer_parameters()
 
+    def part_modules(self) -> dict[str, list[nn.Module]]:
+        gates = [level.task_gates for level in self.levels]
+        gates += [level.shared_gate for level in self.levels if level.shared_gate is not None]
+        return {"gates": gates, "towers": [self.towers]}
+
 
 class CGC(PLE):
     """Customized Gate Control: PLE with a single extraction level (PLE paper §4.2)."""

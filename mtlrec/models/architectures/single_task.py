@@ -46,5 +46,10 @@ class SingleTask(Architecture):
     def last_shared_parameters(self) -> list[nn.Parameter]:
         return []
 
+    def part_modules(self) -> dict[str, list[nn.Module]]:
+        # each task's own encoder, body (its "bottom") and tower
+        nets = list(self.nets.values())
+        return {"embeddings": [n["encoder"] for n in nets], "gates": [], "towers": [n["tower"] for n in nets]}
+
     def task_networks(self) -> dict[str, nn.Module]:
         return dict(self.nets)

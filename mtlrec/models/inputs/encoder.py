@@ -58,6 +58,11 @@ class InputEncoder(nn.Module):
         parts = [layer(batch.features[key]) for key, layer in zip(self.keys, self.layers.values())]
         return parts[0] if len(parts) == 1 else torch.cat(parts, dim=1)
 
+    def backbone_parameters(self) -> list[nn.Parameter]:
+        """The image backbone's parameters among the encoder's (the ``backbone`` part)."""
+        return [p for layer in self.layers.values() if hasattr(layer, "backbone_parameters")
+                for p in layer.backbone_parameters()]
+
     def reset_parameters(self) -> None:
         for layer in self.layers.values():
             layer.reset_parameters()

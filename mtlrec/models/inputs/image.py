@@ -112,6 +112,11 @@ class ImageInput(nn.Module):
             _backbone_lr(backbone, backbone.lr)
             self.pixels = PixelLoader(paths, backbone.transform)
 
+    def backbone_parameters(self) -> list[nn.Parameter]:
+        """The backbone's trained parameters here (none when it is all frozen and cached)."""
+        modules = [getattr(self, "trained", None), getattr(self, "backbone", None)]
+        return [p for m in modules if isinstance(m, nn.Module) for p in m.parameters()]
+
     def forward(self, x: Tensor | ImageBatch) -> Tensor:
         vectors = self._vectors(x)
         norm = self.norm
