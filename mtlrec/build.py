@@ -91,9 +91,9 @@ def build_module(cfg: DictConfig, datamodule: TabularDataModule) -> MultiTaskMod
     schema = datamodule.schema
     architecture = build_architecture(cfg, schema, datamodule.preprocessor)
     finetune = OmegaConf.to_container(cfg.finetune, resolve=True) if cfg.get("finetune") else {}
-    unknown = sorted(set(finetune) - {"freeze", "lr"})
+    unknown = sorted(set(finetune) - {"freeze", "lr", "l2sp"})
     if unknown:
-        raise ValueError(f"finetune: unknown option(s) {unknown}; the options are freeze, lr")
+        raise ValueError(f"finetune: unknown option(s) {unknown}; the options are freeze, lr, l2sp")
     freeze(architecture, finetune.get("freeze") or [])  # before the weighting sees the shared parameters
     transforms = {}
     for module in architecture.modules():

@@ -51,8 +51,9 @@ from mtlrec.training.results import (
 from mtlrec.training.selection import TaskwiseSelection
 from mtlrec.training.stopping import StayStopped
 from mtlrec.training.timing import TrainThroughput
-from mtlrec.transfer.init_from import initialise_from
+from mtlrec.transfer.init_from import initialise_from, recorded
 from mtlrec.transfer.init_from import summary as transfer_summary
+from mtlrec.transfer.l2sp import L2SP
 
 log = logging.getLogger("mtlrec.train")
 CONFIG_DIR = str(Path(__file__).resolve().parents[1] / "conf")
@@ -148,6 +149,14 @@ def run(cfg: DictConfig, output_dir: str | Path, overrides: list[str] | None = N
         datamodule = build_datamodule(cfg)
         module = build_module(cfg, datamodule)
         transferred = initialise_from(module, datamodule.preprocessor, cfg.init_from) if cfg.get("init_from") else None
+        l2sp = (cfg.get("finetune") or {}).get("l2sp")
+        if l2sp:
+            if transferred is None:
+                raise ValueError("finetune.l2sp pulls toward the source weights: it needs init_from=<source run>")
+            unknown = sorted(set(l2sp) - {"alpha", "beta"})
+            if unknown:
+                raise ValueError(f"finetune.l2sp: unknown option(s) {unknown}; the options are alpha, beta")
+            module.l2sp = L2SP(module.architecture, transferred, **l2sp)
         monitor, mode = module.selection
         callbacks = build_callbacks(cfg, module, output_dir / "checkpoints")
         logger = build_logger(cfg)
@@ -193,7 +202,7 @@ def run(cfg: DictConfig, output_dir: str | Path, overrides: list[str] | None = N
         "git_commit": git_commit(),
         "versions": _versions(),
         "num_parameters": num_parameters,
-        "init_from": transferred,
+        "init_from": recorded(transferred) if transferred else None,
     }
     try:
         started = time.perf_counter()

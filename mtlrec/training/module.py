@@ -23,6 +23,7 @@ from mtlrec.data.table import Batch
 from mtlrec.models.base import Architecture, TaskOutputs
 from mtlrec.training.guard import NonFiniteGuard
 from mtlrec.training.objectives import objective_for
+from mtlrec.transfer.l2sp import L2SP
 from mtlrec.transfer.parts import part_options
 from mtlrec.weighting.base import Weighting
 
@@ -47,6 +48,7 @@ class MultiTaskModule(L.LightningModule):
         self.weighting = weighting
         self.optimizer_factory = optimizer
         self.part_lr = dict(part_lr or {})  # part -> learning rate (finetune.lr), see mtlrec.transfer.parts
+        self.l2sp: L2SP | None = None  # a prior toward the source weights (finetune.l2sp), set after init_from
         self.objectives = {t.name: objective_for(t) for t in schema.tasks}
         self.metrics = nn.ModuleDict(
             {
@@ -112,8 +114,11 @@ class MultiTaskModule(L.LightningModule):
     # -- training ----------------------------------------------------------------------------
     def configure_optimizers(self) -> torch.optim.Optimizer:
         # only the architecture: a weighting's learnable weights have their own optimizer
-        overrides = part_options(self.architecture, self.part_lr) if self.part_lr else None
-        return self.optimizer_factory(parameter_groups(self.architecture, overrides))
+        overrides = part_options(self.architecture, self.part_lr) if self.part_lr else {}
+        if self.l2sp is not None:  # L2-SP replaces weight decay on the parameters it covers
+            for key in self.l2sp.parameter_ids():
+                overrides[key] = {**overrides.get(key, {}), "weight_decay": 0.0}
+        return self.optimizer_factory(parameter_groups(self.architecture, overrides or None))
 
     def training_step(self, batch: Batch, batch_idx: int) -> None:
         step = self.global_step  # 0-based; the optimizer step below counts it
@@ -123,6 +128,8 @@ class MultiTaskModule(L.LightningModule):
         optimizer = self.optimizers()
         optimizer.zero_grad(set_to_none=True)
         self.weighting.backward(losses, self.manual_backward, features=outputs.features)
+        if self.l2sp is not None:
+            self.l2sp.add_gradient()
         optimizer.step()
         weights = self.weighting.weights()
         self.guard.observe(losses, weights, step)

@@ -96,7 +96,7 @@ def initialise_from(module: nn.Module, preprocessor: Preprocessor, given: str | 
     tables = vocabulary_tables(module, preprocessor)
     source_tables = vocabulary_tables(module, source_pre) if source_pre is not None else {}
     target_state = module.state_dict()
-    loaded, skipped, remapped = [], {}, {}
+    loaded, skipped, remapped, rows_from_source = [], {}, {}, {}
     with torch.no_grad():
         for name, value in target_state.items():
             if name not in source_state or not name.startswith(TRANSFERRED):
@@ -114,6 +114,7 @@ def initialise_from(module: nn.Module, preprocessor: Preprocessor, given: str | 
                 value[known] = incoming[torch.from_numpy(mapping[mapping >= 0])].to(value.dtype)
                 remapped[name] = {"rows": int(value.shape[0]), "from_source": int(len(known)),
                                   "new": int(value.shape[0] - len(known))}
+                rows_from_source[name] = known.tolist()
             elif incoming.shape != value.shape:
                 skipped[name] = f"shape {tuple(incoming.shape)} in the source, {tuple(value.shape)} here"
                 continue
@@ -127,7 +128,13 @@ def initialise_from(module: nn.Module, preprocessor: Preprocessor, given: str | 
             f"init_from={given}: no parameter of {checkpoint.name} matches this model by name and shape (the source "
             f"is another architecture, or sizes differ); choose a source run of the same arch with the same sizes"
         )
-    return {"source": str(checkpoint), "loaded": loaded, "remapped": remapped, "skipped": skipped, "new": new}
+    return {"source": str(checkpoint), "loaded": loaded, "remapped": remapped, "skipped": skipped, "new": new,
+            "remapped_rows": rows_from_source}  # for L2-SP; left out of results.json (see ``recorded``)
+
+
+def recorded(report: Mapping[str, Any]) -> dict[str, Any]:
+    """The report as results.json keeps it (without the per-row lists)."""
+    return {k: v for k, v in report.items() if k != "remapped_rows"}
 
 
 def summary(report: Mapping[str, Any]) -> str:
