@@ -108,8 +108,11 @@ def check_values(node: Any, key: str) -> None:
             if _is_size(name) and value is not None:
                 values = value if isinstance(value, Sequence) and not isinstance(value, str) else [value]
                 bad = [v for v in values if isinstance(v, bool) or not isinstance(v, int) or v < 1]
+                if name == "max_epochs" and values == [-1]:
+                    bad = []  # Lightning's "until early stopping says so"
                 if bad:
-                    raise OptionError(f"{full}={value}: a size must be a positive whole number (>= 1)")
+                    raise OptionError(f"{full}={value}: a size must be a positive whole number (>= 1)"
+                                      + (" or -1 (no limit)" if name == "max_epochs" else ""))
             elif name in RATE_KEYS and isinstance(value, Mapping):  # one per part (finetune.lr)
                 for part, rate in value.items():
                     _check_rate(f"{full}.{part}", rate)

@@ -31,7 +31,7 @@ from lightning.pytorch.callbacks import EarlyStopping, TQDMProgressBar
 from omegaconf import DictConfig, OmegaConf
 
 import mtlrec
-from mtlrec.build import build_datamodule, build_module
+from mtlrec.build import _instantiate, build_datamodule, build_module
 from mtlrec.data.messages import one_line
 from mtlrec.data.schema import SchemaError
 from mtlrec.extras import install_hint, missing_logger_extra
@@ -169,10 +169,12 @@ def run(cfg: DictConfig, output_dir: str | Path, overrides: list[str] | None = N
         progress = progress_bar_wanted(console.get("progress_bar", False), _is_multirun())
         if progress:
             callbacks.append(TQDMProgressBar(refresh_rate=int(console.get("refresh_rate", 20))))
-        trainer: L.Trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=logger, enable_progress_bar=progress)
+        # build's _instantiate: the Trainer's own error (an accelerator this machine lacks) comes out unwrapped
+        trainer: L.Trainer = _instantiate(cfg.trainer, callbacks=callbacks, logger=logger, enable_progress_bar=progress)
         module.weighting.check_trainer(str(trainer.precision), trainer.world_size)
     except BAD_INPUT as err:
-        raise BadInputError(one_line(err) or type(err).__name__) from err
+        message = one_line(err) or type(err).__name__
+        raise BadInputError(message if message.startswith(("trainer", "console")) else f"trainer: {message}") from err
     if cfg.get("print_results", True):
         if transferred:
             print(transfer_summary(transferred), flush=True)
@@ -308,6 +310,16 @@ class BadInputError(ValueError):
     or option and the fix."""
 
 
+def _record_bad_input(cfg: DictConfig, output_dir: str | Path, overrides: list[str], err: Exception) -> None:
+    """A sweep's job that stopped on bad input leaves a ``failed`` record, so the report lists it
+    (and a re-run of the sweep redoes it) instead of the job silently missing."""
+    resolved = OmegaConf.to_container(cfg, resolve=True)
+    write_json_atomic(Path(output_dir) / RESULTS_FILE, {
+        "format": FORMAT_VERSION, "config": resolved, "config_hash": config_hash(resolved), "overrides": overrides,
+        "seed": cfg.get("seed"), "status": "failed", "error": f"{type(err).__name__}: {err}", "failure": None,
+    })
+
+
 def _fail_with_one_line(err: Exception) -> None:
     """One line on stderr and exit status 2 (bad input) or 1 (a run that failed while training);
     HYDRA_FULL_ERROR=1 shows the traceback instead."""
@@ -328,6 +340,8 @@ def main(cfg: DictConfig) -> float:
     except (BadInputError, NonFiniteError) as err:
         if _is_multirun() and os.environ.get("HYDRA_FULL_ERROR") != "1":
             log.error("run failed: %s", err)
+            if isinstance(err, BadInputError):  # failed before any record existed: say so in one
+                _record_bad_input(cfg, hydra_cfg.runtime.output_dir, list(hydra_cfg.overrides.task), err)
             if _sweeper_records_failures():
                 raise  # Optuna's sweeper marks the trial FAIL and goes on (hydra.sweeper.max_failure_rate)
             # Hydra's basic sweeper stops the whole sweep at a job that raises; this job's record

@@ -211,25 +211,40 @@ class MultiTaskModule(L.LightningModule):
 
 
 def parameter_groups(module: nn.Module, overrides: Mapping[int, Mapping[str, Any]] | None = None):
-    """The module's trained parameters in optimizer groups: one per distinct set of options. A
-    submodule's ``optimizer_options`` (an image backbone's smaller learning rate) applies to its
-    parameters; ``overrides`` (per-part learning rates) win over it. Just the parameters when no
-    one asks for options (the optimizer is then built exactly as before)."""
+    """The module's parameters in optimizer groups. A submodule's ``optimizer_options`` (an image
+    backbone's smaller learning rate) makes a group of its parameters; ``overrides`` (per-part
+    learning rates, L2-SP's ``weight_decay=0``) are merged into a parameter's options and group the
+    trained parameters by their options. Without overrides the groups are exactly those of
+    earlier versions (so their checkpoints' optimizer states still load on resume)."""
+    if overrides:
+        return _grouped_by_options(module, overrides)
+    groups, seen = [], set()
+    for sub in module.modules():
+        options = getattr(sub, "optimizer_options", None)
+        if options:
+            params = [p for p in sub.parameters() if p.requires_grad and id(p) not in seen]
+            seen.update(id(p) for p in params)
+            if params:
+                groups.append({"params": params, **options})
+    if not groups:
+        return module.parameters()
+    return [{"params": [p for p in module.parameters() if id(p) not in seen]}, *groups]
+
+
+def _grouped_by_options(module: nn.Module, overrides: Mapping[int, Mapping[str, Any]]) -> list[dict]:
     options: dict[int, dict[str, Any]] = {}
     for sub in module.modules():
-        for param in sub.parameters(recurse=True) if getattr(sub, "optimizer_options", None) else ():
-            options.setdefault(id(param), dict(sub.optimizer_options))
-    for key, value in (overrides or {}).items():
-        options[key] = dict(value)
-    trained = [p for p in module.parameters() if p.requires_grad]
-    if not options:
-        return trained
+        if getattr(sub, "optimizer_options", None):
+            for param in sub.parameters():
+                options.setdefault(id(param), dict(sub.optimizer_options))
+    for key, value in overrides.items():
+        options[key] = {**options.get(key, {}), **value}
     groups: dict[tuple, dict[str, Any]] = {}
-    for param in trained:
-        chosen = options.get(id(param), {})
-        key = tuple(sorted(chosen.items()))
-        groups.setdefault(key, {"params": [], **chosen})["params"].append(param)
-    return sorted(groups.values(), key=lambda g: len(g) > 1)  # the plain group first, as before
+    for param in module.parameters():
+        if param.requires_grad:
+            chosen = options.get(id(param), {})
+            groups.setdefault(tuple(sorted(chosen.items())), {"params": [], **chosen})["params"].append(param)
+    return sorted(groups.values(), key=lambda g: len(g) > 1)  # the plain group first
 
 
 def _in_sample_space(outputs: TaskOutputs, batch: Batch, task: str) -> tuple[Tensor, Tensor]:

@@ -37,6 +37,7 @@ CASES = {
     "GradNorm on two devices": (["weighting=gradnorm", "trainer.accelerator=cpu", "trainer.devices=2"],
                                 ["trainer.devices", "GradNormWeighting", "all-reduce", "trainer.devices=1"]),
     "bad console option": (["console.progress_bar=none"], ["console.progress_bar='none'", "auto, true or false"]),
+    "an accelerator this machine lacks": (["trainer.accelerator=tpu"], ["mtlrec-train: error: trainer: ", "torch_xla"]),
 }
 
 
@@ -142,3 +143,21 @@ def test_init_from_an_incompatible_or_missing_run_is_one_line(tmp_path, monkeypa
         assert code == 2 and len(lines) == 1, err[-3000:]
         assert lines[0].startswith(f"mtlrec-train: error: init_from={given}: ") and expected in lines[0]
         assert not (tmp_path / f"run-{given.name}" / "results.json").exists()
+
+
+def test_a_sweep_job_with_bad_input_leaves_a_failed_record_and_the_sweep_goes_on(tmp_path, monkeypatch, capfd) -> None:
+    from mtlrec.report.collect import collect
+
+    sweep = tmp_path / "sweep"
+    from mtlrec import train
+
+    monkeypatch.setattr(sys, "argv", ["mtlrec-train", "-m", *FAST, "optimizer.lr=0.001,0", f"hydra.sweep.dir={sweep}"])
+    GlobalHydra.instance().clear()
+    try:
+        train.cli()  # the first value of the sweep passes the command-line check; the second job fails
+    finally:
+        GlobalHydra.instance().clear()
+    collection = collect([sweep])
+    assert len(collection.runs) == 1
+    assert collection.problems["status"].tolist() == ["failed"]
+    assert "optimizer.lr=0: a learning rate must be a number above 0" in collection.problems["reason"].iloc[0]

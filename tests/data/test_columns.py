@@ -153,3 +153,12 @@ def test_integer_columns_get_the_ids_of_their_string_keys() -> None:
     position = {k: i + 1 for i, k in enumerate(vocabulary)}
     assert ids_int == [[position["5"]], [position["40"]], [0]]  # 5 is "5", never "05"
     assert ids_text == [[position[k]] for k in ["05", "5", "5.5", "x", "<missing>"]]
+
+
+def test_an_integer_column_against_a_vocabulary_without_integers_is_out_of_vocabulary() -> None:
+    """min_count leaves no integer key (or the vocabulary is all strings): every id is OOV, no crash."""
+    vocabulary, (ids,) = _categorical_ids([pd.Series([1, 2, 3], dtype="int64")], [pd.Series([1, 5], dtype="int64")],
+                                          min_count=2)
+    assert vocabulary == [] and ids == [[0], [0]]
+    vocabulary, (ids,) = _categorical_ids([pd.Series(["a", "a"])], [pd.Series([1], dtype="int64")])
+    assert vocabulary == ["a"] and ids == [[0]]

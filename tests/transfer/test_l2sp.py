@@ -74,3 +74,16 @@ def test_a_run_with_l2sp_trains_and_drops_weight_decay_where_it_applies(source, 
     assert sum(len(g["params"]) for g in groups) == len(list(module.architecture.parameters()))
     with pytest.raises(ValueError, match="finetune.l2sp pulls toward the source weights: it needs init_from"):
         train_in_process(tmp_path / "run2", [*target, "finetune.l2sp={alpha: 0.1, beta: 0.01}"])
+
+
+def test_overrides_merge_with_a_submodule_s_own_options() -> None:
+    """L2-SP's weight_decay=0 must not drop an image backbone's own learning rate."""
+    from mtlrec.training.module import parameter_groups
+
+    model = Tiny()
+    model.table.optimizer_options = {"lr": 1e-4}
+    groups = parameter_groups(model, {id(p): {"weight_decay": 0.0} for p in model.parameters()})
+    table = next(g for g in groups if any(p is model.table.weight for p in g["params"]))
+    assert table["lr"] == 1e-4 and table["weight_decay"] == 0.0
+    plain = parameter_groups(model)  # without overrides: the layout of earlier versions
+    assert [len(g["params"]) for g in plain] == [2, 1] and plain[1]["lr"] == 1e-4

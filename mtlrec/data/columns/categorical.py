@@ -104,7 +104,7 @@ class CategoricalColumns(ColumnTransformer):
         if _plain_integers(values):
             index, positions = self._index(name, integers=True)
             codes = index.get_indexer(values.to_numpy())
-            return np.where(codes >= 0, positions[codes], -1)
+            return np.append(positions, -1)[codes]  # -1 (not found) picks the sentinel, even when no key is an integer
         return self._index(name).get_indexer(category_keys(values))
 
     def _index(self, name: str, integers: bool = False):
@@ -129,7 +129,7 @@ class CategoricalColumns(ColumnTransformer):
         row, then its categories. How ``init_from`` finds a category's row in another domain's table."""
         keys = []
         for spec in self.specs:
-            keys.append((spec.name, ""))
+            keys.append((spec.name, None))  # the OOV row: None is never a category
             keys.extend((spec.name, key) for key in self.vocabularies[spec.name])
         return keys
 

@@ -77,7 +77,7 @@ class TokenBagColumn(ColumnTransformer):
     def row_keys(self) -> list[tuple[str, str]]:
         """What each embedding row stands for (padding, out-of-vocabulary, then each token): how
         ``init_from`` finds a token's row in another domain's table."""
-        return [("", "<pad>"), ("", "<oov>")] + [("token", t) for t in self.vocabulary]
+        return [(None, "pad"), (None, "oov")] + [("token", t) for t in self.vocabulary]
 
 
 class MultiHotColumn(TokenBagColumn):
