@@ -95,11 +95,12 @@ def build_module(cfg: DictConfig, datamodule: TabularDataModule) -> MultiTaskMod
     if unknown:
         raise ValueError(f"finetune: unknown option(s) {unknown}; the options are freeze, lr, l2sp")
     freeze(architecture, finetune.get("freeze") or [])  # before the weighting sees the shared parameters
-    transforms = {}
+    transforms, training = {}, {}
     for module in architecture.modules():
         if isinstance(module, InputEncoder):
             transforms.update(module.batch_transforms())
-    datamodule.set_batch_transforms(transforms)
+            training.update(module.batch_transforms(training=True))
+    datamodule.set_batch_transforms(transforms, training)
     return MultiTaskModule(
         schema,
         architecture,
@@ -107,4 +108,21 @@ def build_module(cfg: DictConfig, datamodule: TabularDataModule) -> MultiTaskMod
         optimizer=instantiate(cfg.optimizer),
         labelled_counts=datamodule.labelled_counts(),
         part_lr=finetune.get("lr") or {},
+        adaptation=build_adaptation(cfg, datamodule, architecture),
     )
+
+
+def build_adaptation(cfg: DictConfig, datamodule: TabularDataModule, architecture: Architecture):
+    """The ``adapt`` group (none by default): a domain-adaptation loss, which needs training rows
+    of both domains (``data.domain.rows=both``) and a representation every task shares."""
+    if not cfg.get("adapt"):
+        return None
+    train = datamodule.tables["train"]
+    domain = getattr(train, "domain", None)
+    if domain is None or not (domain.min() == 0 and domain.max() == 1):
+        raise ValueError("adapt: domain adaptation needs training rows of both domains; declare data.domain (column, "
+                         "target) with data.domain.rows=both")
+    if architecture.task_networks() is not None:
+        raise ValueError("adapt: this architecture gives each task its own network, so there is no shared "
+                         "representation to adapt; choose one that shares, e.g. arch=shared_bottom or arch=mmoe")
+    return _instantiate(cfg.adapt)(feature_dim=architecture.shared_width())

@@ -25,7 +25,7 @@ from hydra.utils import get_object
 from omegaconf import DictConfig, OmegaConf
 
 # groups whose nodes are constructor calls (``_target_``) checked against the target's parameters
-TARGET_GROUPS = ("arch", "weighting", "optimizer", "trainer", "backbone", "encoder", "logger")
+TARGET_GROUPS = ("arch", "weighting", "optimizer", "trainer", "backbone", "encoder", "logger", "adapt")
 # a key is a size when its name says so; each must be a positive integer (a list: each element)
 SIZE_SUFFIXES = ("_units", "_experts", "_dim", "batch_size", "_levels", "_layers", "_size")
 SIZE_PREFIXES = ("num_",)
@@ -135,7 +135,7 @@ def check_config(cfg: DictConfig) -> None:
     for name, node in (resolved.get("callbacks") or {}).items():
         if isinstance(node, Mapping):
             check_target(node, f"callbacks.{name}")
-    for group in ("arch", "weighting", "optimizer", "trainer", "backbone", "encoder", "data", "finetune"):
+    for group in ("arch", "weighting", "optimizer", "trainer", "backbone", "encoder", "data", "finetune", "adapt"):
         check_values(resolved.get(group), group)
 
 

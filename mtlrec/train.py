@@ -51,6 +51,7 @@ from mtlrec.training.results import (
 from mtlrec.training.selection import TaskwiseSelection
 from mtlrec.training.stopping import StayStopped
 from mtlrec.training.timing import TrainThroughput
+from mtlrec.transfer.backbone_file import save_trained_backbone
 from mtlrec.transfer.init_from import initialise_from, recorded
 from mtlrec.transfer.init_from import summary as transfer_summary
 from mtlrec.transfer.l2sp import L2SP
@@ -216,6 +217,8 @@ def run(cfg: DictConfig, output_dir: str | Path, overrides: list[str] | None = N
         ckpt = best or None
         val = trainer.validate(module, datamodule=datamodule, ckpt_path=ckpt, verbose=False)[0]
         test = trainer.test(module, datamodule=datamodule, ckpt_path=ckpt, verbose=False)[0]
+        # the best checkpoint is loaded now: its backbone, for backbone.weights_path of a target run
+        backbone_file = save_trained_backbone(module.architecture, datamodule.schema.main_task, output_dir)
     except Exception as err:  # a crash mid-training is recorded, then re-raised
         record.update(status="failed", error=f"{type(err).__name__}: {err}", failure=getattr(err, "details", None))
         write_json_atomic(output_dir / RESULTS_FILE, record)
@@ -235,6 +238,7 @@ def run(cfg: DictConfig, output_dir: str | Path, overrides: list[str] | None = N
         },
         weights={"final": final_weights, "per_epoch": module.weight_history},
         train_loss_per_epoch=module.loss_history,
+        backbone_file=backbone_file.name if backbone_file else None,
     )
     write_json_atomic(output_dir / RESULTS_FILE, record)
     return record

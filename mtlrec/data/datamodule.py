@@ -72,9 +72,14 @@ class TabularDataModule(L.LightningDataModule):
         self.preprocessor = Preprocessor(raw.schema)
         self.tables: dict[str, TensorTable] = {}
         self.batch_transforms: dict[str, Callable] = {}
+        self.train_batch_transforms: dict[str, Callable] = {}
 
-    def set_batch_transforms(self, transforms: Mapping[str, Callable]) -> None:
+    def set_batch_transforms(self, transforms: Mapping[str, Callable],
+                             training: Mapping[str, Callable] | None = None) -> None:
+        """What the workers do to a batch's features first; ``training``: for training batches
+        (image augmentation), default the same."""
         self.batch_transforms = dict(transforms)
+        self.train_batch_transforms = dict(training) if training is not None else dict(transforms)
 
     def setup(self, stage: str | None = None) -> None:
         if self.tables:
@@ -106,10 +111,11 @@ class TabularDataModule(L.LightningDataModule):
     def _loader(self, split: str, batch_size: int, shuffle: bool) -> DataLoader:
         table = self.tables[split]
         sampler = IndexBatchSampler(len(table), batch_size, shuffle=shuffle, seed=self.seed)
+        transforms = self.train_batch_transforms if split == "train" else self.batch_transforms
         workers = self.num_workers
         if workers is None:
-            workers = min(2, os.cpu_count() or 1) if self.batch_transforms else 0
-        return DataLoader(table, sampler=sampler, batch_size=None, collate_fn=BatchTransforms(self.batch_transforms),
+            workers = min(2, os.cpu_count() or 1) if transforms else 0
+        return DataLoader(table, sampler=sampler, batch_size=None, collate_fn=BatchTransforms(transforms),
                           num_workers=workers, persistent_workers=workers > 0)
 
     def train_dataloader(self) -> DataLoader:

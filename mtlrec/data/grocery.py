@@ -14,12 +14,21 @@ Three tasks on one input, the product photo: ``fine`` (81 classes, the main task
 and ``category`` (3). The validation split covers only 60 of the 81 fine classes, so validation
 accuracy says nothing about the other 21 (they are in train and test); selection on it is still
 selection on validation, never on test.
+
+For transfer between domains of the catalogue (:mod:`experiments/grocery_transfer`),
+``categories`` keeps the photos of some top-level categories only (e.g. a source of Fruit and
+Vegetables, a target of Packages): class ids are renumbered over the kept classes, and the
+``category`` task is dropped when one category is left (it would be constant). ``shots`` keeps k
+training photos per fine class, drawn with ``shots_seed`` (a data seed: every run seed sees the
+same k photos), for few-shot targets; validation and test stay whole.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
 from mtlrec.data.download import DatasetNotFoundError
@@ -33,23 +42,67 @@ TASKS = ("fine", "coarse", "category")
 SOURCE = "https://github.com/marcusklasson/GroceryStoreDataset"
 
 
-def load_grocery(root: str, main_task: str = "fine") -> RawDataset:
-    """``root``: the repository's folder (the one holding ``dataset/``)."""
+def load_grocery(root: str, main_task: str = "fine", categories: Sequence[str] | None = None,
+                 shots: int | None = None, shots_seed: int = 0) -> RawDataset:
+    """``root``: the repository's folder (the one holding ``dataset/``). ``categories``: the
+    top-level categories kept (default all three); ``shots``: training photos kept per fine class
+    (default all)."""
     if main_task not in TASKS:
         raise SchemaError(f"data.main_task: {main_task!r} is not a task of grocery; use one of {', '.join(TASKS)}")
+    kept = list(categories) if categories else list(CATEGORIES)
+    unknown = sorted(set(kept) - set(CATEGORIES))
+    if unknown or len(set(kept)) != len(kept):
+        raise SchemaError(f"data.categories: {kept} must name distinct categories among {', '.join(CATEGORIES)}")
+    if shots is not None and (isinstance(shots, bool) or not isinstance(shots, int) or shots < 1):
+        raise SchemaError(f"data.shots={shots!r}: give a whole number of training photos per class (>= 1), or null")
     folder = Path(root).expanduser() / "dataset"
     classes = _classes(folder)
     splits = {split: _split(folder, split, classes) for split in SPLITS}
+    tasks = list(TASKS)
+    if len(kept) < len(CATEGORIES):
+        splits, classes = _keep_categories(splits, classes, kept)
+        if len(kept) == 1:
+            tasks.remove("category")
+            if main_task == "category":
+                raise SchemaError(f"data.main_task: category is constant with data.categories={kept}; choose fine "
+                                  f"or coarse")
+    if shots is not None:
+        splits["train"] = _few_shots(splits["train"], shots, shots_seed)
+    specs = {
+        "fine": lambda: TaskSpec("fine", "multiclass", "fine_id", num_classes=len(classes)),
+        "coarse": lambda: TaskSpec("coarse", "multiclass", "coarse_id",
+                                   num_classes=int(classes["coarse_id"].max()) + 1),
+        "category": lambda: TaskSpec("category", "multiclass", "category", classes=tuple(kept)),
+    }
     schema = Schema(
         features=(FeatureSpec("image", "image", {"root": str(folder.absolute())}),),
-        tasks=(
-            TaskSpec("fine", "multiclass", "fine_id", num_classes=len(classes)),
-            TaskSpec("coarse", "multiclass", "coarse_id", num_classes=int(classes["coarse_id"].max()) + 1),
-            TaskSpec("category", "multiclass", "category", classes=CATEGORIES),
-        ),
+        tasks=tuple(specs[t]() for t in tasks),
         main_task=main_task,
     )
     return RawDataset(schema, splits, name="grocery", sources={s: str(folder / f"{s}.txt") for s in SPLITS})
+
+
+def _keep_categories(splits: dict[str, pd.DataFrame], classes: pd.DataFrame,
+                     kept: list[str]) -> tuple[dict[str, pd.DataFrame], pd.DataFrame]:
+    """Rows of the kept categories; fine and coarse ids renumbered 0.. over their classes (in the
+    order of the original ids), so each head has exactly the kept classes."""
+    splits = {s: f[f["category"].isin(kept)].reset_index(drop=True) for s, f in splits.items()}
+    fine_ids = sorted(set().union(*(set(f["fine_id"]) for f in splits.values())))
+    classes = classes.loc[fine_ids]
+    fine_map = {old: new for new, old in enumerate(fine_ids)}
+    coarse_map = {old: new for new, old in enumerate(sorted(set(classes["coarse_id"])))}
+    for frame in splits.values():
+        frame["fine_id"] = frame["fine_id"].map(fine_map)
+        frame["coarse_id"] = frame["coarse_id"].map(coarse_map)
+    classes = classes.assign(coarse_id=classes["coarse_id"].map(coarse_map)).rename(index=fine_map)
+    return splits, classes
+
+
+def _few_shots(train: pd.DataFrame, shots: int, seed: int) -> pd.DataFrame:
+    """Up to ``shots`` rows per fine class, a seeded draw (all of a class with fewer)."""
+    rng = np.random.default_rng(seed)
+    keep = [np.sort(rng.permutation(group.index.to_numpy())[:shots]) for _, group in train.groupby("fine_id")]
+    return train.loc[np.sort(np.concatenate(keep))].reset_index(drop=True)
 
 
 def _classes(folder: Path) -> pd.DataFrame:

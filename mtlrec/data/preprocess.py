@@ -21,6 +21,7 @@ from mtlrec.data.columns import TRANSFORMERS, ColumnTransformer, transformer_cla
 from mtlrec.data.columns.categorical import MISSING, OOV, category_keys  # noqa: F401  (re-exported)
 from mtlrec.data.labels import LabelEncoder, label_encoder
 from mtlrec.data.messages import shown
+from mtlrec.data.raw import DOMAIN, LABELLED
 from mtlrec.data.schema import Schema, SchemaError, TaskSpec
 from mtlrec.data.table import TensorTable
 from mtlrec.training.results import write_json_atomic
@@ -117,9 +118,20 @@ class Preprocessor:
                 labels[task.name], mask = self._labels(frame, task, split)
                 if mask is not None:
                     masks[task.name] = mask
-        return TensorTable(features, labels, masks, num_rows=len(frame))
+        domain = torch.from_numpy(frame[DOMAIN].to_numpy(np.float32, copy=True)) if DOMAIN in frame.columns else None
+        return TensorTable(features, labels, masks, num_rows=len(frame), domain=domain)
 
     def _mask(self, frame: pd.DataFrame, task: TaskSpec, split: str) -> np.ndarray | None:
+        """The task's sample space: its mask column, and only labelled rows where the data marks
+        some rows unlabelled (a target domain's rows without labels, :data:`LABELLED`): those
+        enter no task's loss, metric or label fitting."""
+        declared = self._declared_mask(frame, task, split)
+        if LABELLED not in frame.columns:
+            return declared
+        labelled = frame[LABELLED].to_numpy(dtype=bool, copy=True)
+        return labelled if declared is None else declared & labelled
+
+    def _declared_mask(self, frame: pd.DataFrame, task: TaskSpec, split: str) -> np.ndarray | None:
         if not task.mask:
             return None
         self._require_columns(frame, [task.mask], split)

@@ -13,6 +13,10 @@ import pandas as pd
 from mtlrec.data.schema import Schema
 
 SPLITS = ("train", "val", "test")
+# reserved columns a builder may add (data.domain, :mod:`mtlrec.data.tabular.domains`): each row's
+# domain (1.0 target, 0.0 source) and, in train, whether its labels may be used
+DOMAIN = "__domain__"
+LABELLED = "__labelled__"
 
 
 @dataclass

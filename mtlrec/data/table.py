@@ -21,19 +21,23 @@ from torch.utils.data import Sampler
 @dataclass
 class Batch:
     """Rows of one split: ``features`` by input name (the encoder's keys), ``labels`` and
-    ``masks`` by task. ``to(device)`` makes it a Lightning-transferable type."""
+    ``masks`` by task, and ``domain`` (``[B]`` float, 1 for a target-domain row, 0 for a source
+    row) when the data declares domains (``data.domain``). ``to(device)`` makes it a
+    Lightning-transferable type."""
 
     features: dict[str, Tensor]
     labels: dict[str, Tensor] = field(default_factory=dict)
     masks: dict[str, Tensor] = field(default_factory=dict)
     num_rows: int = 0
+    domain: Tensor | None = None
 
     def __len__(self) -> int:
         return self.num_rows
 
     def to(self, device: torch.device | str, non_blocking: bool = False) -> "Batch":
         move = lambda d: {k: v.to(device, non_blocking=non_blocking) for k, v in d.items()}  # noqa: E731
-        return Batch(move(self.features), move(self.labels), move(self.masks), self.num_rows)
+        domain = None if self.domain is None else self.domain.to(device, non_blocking=non_blocking)
+        return Batch(move(self.features), move(self.labels), move(self.masks), self.num_rows, domain)
 
 
 @dataclass
@@ -44,9 +48,11 @@ class TensorTable:
     labels: dict[str, Tensor]  # task -> [N] or [N, D]; float32 (binary/multilabel/regression) or int64 (multiclass)
     masks: dict[str, Tensor] = field(default_factory=dict)  # task -> [N] bool, only for masked tasks
     num_rows: int | None = None
+    domain: Tensor | None = None  # [N] float: 1 target, 0 source (data.domain); None: one domain
 
     def __post_init__(self) -> None:
-        groups = {**self.features, **self.labels, **self.masks}
+        groups = {**self.features, **self.labels, **self.masks, **({"domain": self.domain} if self.domain is not None
+                                                                   else {})}
         if self.num_rows is None:
             if not groups:
                 raise ValueError("a table needs at least one tensor (or num_rows)")
@@ -66,6 +72,7 @@ class TensorTable:
             {k: v[index] for k, v in self.labels.items()},
             {k: v[index] for k, v in self.masks.items()},
             rows,
+            None if self.domain is None else self.domain[index],
         )
 
     def labelled_counts(self) -> dict[str, int]:

@@ -32,12 +32,15 @@ class TaskOutputs:
     parameters (:class:`~mtlrec.weighting.aggregation.AggregationWeighting`, ``level``).
     ``auxiliary[task][term]``: extra loss terms an architecture adds to a task's loss (AITM's
     calibrator), already scaled by their coefficient; the training module adds each to its task's
-    loss, so every weighting weighs it with that task, and logs it on its own."""
+    loss, so every weighting weighs it with that task, and logs it on its own. ``shared``: the
+    deepest representation every task reads (a shared bottom's output, MMoE's experts), where
+    domain adaptation acts (:mod:`mtlrec.transfer.adaptation`); ``None``: ``features``."""
 
     logits: dict[str, Tensor]
     gates: dict[str, Tensor] = field(default_factory=dict)
     features: Tensor | None = None
     auxiliary: dict[str, dict[str, Tensor]] = field(default_factory=dict)
+    shared: Tensor | None = None
 
 
 class Architecture(nn.Module, ABC):
@@ -59,10 +62,15 @@ class Architecture(nn.Module, ABC):
 
     def outputs(self, logits: dict[str, Tensor], gates: dict[str, Tensor] | None = None,
                 features: Tensor | None = None,
-                auxiliary: dict[str, dict[str, Tensor]] | None = None) -> TaskOutputs:
+                auxiliary: dict[str, dict[str, Tensor]] | None = None, shared: Tensor | None = None) -> TaskOutputs:
         """Squeeze single-logit heads to ``[B]`` so losses see the label's shape."""
         squeezed = {t: v.squeeze(-1) if self.logit_dims[t] == 1 and v.dim() > 1 else v for t, v in logits.items()}
-        return TaskOutputs(squeezed, gates or {}, features, auxiliary or {})
+        return TaskOutputs(squeezed, gates or {}, features, auxiliary or {}, shared)
+
+    def shared_width(self) -> int:
+        """The width of ``TaskOutputs.shared`` (of ``features`` where an architecture gives no
+        deeper shared representation): what a domain classifier reads."""
+        return self.input_dim
 
     def trained_tasks(self) -> list[str]:
         """Tasks with a loss term (all of them unless an architecture only *derives* an output,

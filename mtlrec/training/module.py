@@ -9,6 +9,7 @@ same path.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Iterable, Mapping
 from functools import partial
 from typing import Any
@@ -23,6 +24,7 @@ from mtlrec.data.table import Batch
 from mtlrec.models.base import Architecture, TaskOutputs
 from mtlrec.training.guard import NonFiniteGuard
 from mtlrec.training.objectives import objective_for
+from mtlrec.transfer.adaptation import DomainAdaptation
 from mtlrec.transfer.l2sp import L2SP
 from mtlrec.transfer.parts import part_options
 from mtlrec.weighting.base import Weighting
@@ -40,6 +42,7 @@ class MultiTaskModule(L.LightningModule):
         optimizer: OptimizerFactory = partial(torch.optim.Adam, lr=1e-3),
         labelled_counts: Mapping[str, int] | None = None,
         part_lr: Mapping[str, float] | None = None,
+        adaptation: DomainAdaptation | None = None,
     ):
         super().__init__()
         self.automatic_optimization = False
@@ -49,6 +52,8 @@ class MultiTaskModule(L.LightningModule):
         self.optimizer_factory = optimizer
         self.part_lr = dict(part_lr or {})  # part -> learning rate (finetune.lr), see mtlrec.transfer.parts
         self.l2sp: L2SP | None = None  # a prior toward the source weights (finetune.l2sp), set after init_from
+        self.adaptation = adaptation  # a domain-adaptation loss on the shared representation (adapt=dann|coral)
+        self._total_steps = math.inf
         self.objectives = {t.name: objective_for(t) for t in schema.tasks}
         self.metrics = nn.ModuleDict(
             {
@@ -118,7 +123,29 @@ class MultiTaskModule(L.LightningModule):
         if self.l2sp is not None:  # L2-SP replaces weight decay on the parameters it covers
             for key in self.l2sp.parameter_ids():
                 overrides[key] = {**overrides.get(key, {}), "weight_decay": 0.0}
-        return self.optimizer_factory(parameter_groups(self.architecture, overrides or None))
+        groups = parameter_groups(self.architecture, overrides or None)
+        extra = [p for p in self.adaptation.parameters()] if self.adaptation is not None else []
+        if extra:  # DANN's domain classifier learns at the model's learning rate
+            groups = [*(groups if isinstance(groups, list) else [{"params": list(groups)}]), {"params": extra}]
+        return self.optimizer_factory(groups)
+
+    def on_train_start(self) -> None:
+        self._total_steps = float(self.trainer.estimated_stepping_batches)
+
+    def _adaptation_gradients(self, outputs: TaskOutputs, batch: Batch) -> list[tuple[nn.Parameter, Tensor]]:
+        """The adaptation loss's gradients, taken before the weighting's backward frees the graph
+        (and added after it, whatever the weighting wrote into ``.grad``)."""
+        shared = outputs.shared if outputs.shared is not None else outputs.features
+        if shared is None:
+            raise ValueError("adapt: this architecture gives no shared representation (each task has its own "
+                             "network); domain adaptation needs one, e.g. arch=shared_bottom or arch=mmoe")
+        progress = min(1.0, self.global_step / self._total_steps) if math.isfinite(self._total_steps) else 1.0
+        loss = self.adaptation(shared, batch.domain, progress)
+        key = "train/adapt/loss"
+        self._epoch_auxiliary[key] = self._epoch_auxiliary.get(key, 0.0) + loss.detach()
+        params = [p for p in (*self.architecture.parameters(), *self.adaptation.parameters()) if p.requires_grad]
+        grads = torch.autograd.grad(loss, params, retain_graph=True, allow_unused=True)
+        return [(p, g) for p, g in zip(params, grads) if g is not None]
 
     def training_step(self, batch: Batch, batch_idx: int) -> None:
         step = self.global_step  # 0-based; the optimizer step below counts it
@@ -127,7 +154,10 @@ class MultiTaskModule(L.LightningModule):
         self._accumulate_auxiliary(outputs)
         optimizer = self.optimizers()
         optimizer.zero_grad(set_to_none=True)
+        adapted = self._adaptation_gradients(outputs, batch) if self.adaptation is not None else []
         self.weighting.backward(losses, self.manual_backward, features=outputs.features)
+        for param, grad in adapted:
+            param.grad = grad if param.grad is None else param.grad + grad
         if self.l2sp is not None:
             self.l2sp.add_gradient()
         optimizer.step()

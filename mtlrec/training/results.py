@@ -70,7 +70,9 @@ LOCATION_KEYS = (
 # of the hash while at that default (None: any empty value), so earlier runs keep their hash (and
 # are skipped, not redone).
 ABSENT_AT_DEFAULT = {"backbone": None, "data.split.val_share": None, "trainer.precision": "32-true",
-                     "init_from": None, "finetune": {"freeze": [], "lr": None, "l2sp": None}}
+                     "init_from": None, "finetune": {"freeze": [], "lr": None, "l2sp": None},
+                     "data.categories": None, "data.shots": None, "data.shots_seed": 0, "backbone.augment": None,
+                     "data.domain": None, "adapt": None, "label": None}
 
 
 def is_location_key(key: str) -> bool:

@@ -1,8 +1,9 @@
 """``mtlrec-transfer-probe``: which source domain is worth transferring from, before training.
 
-    mtlrec-transfer-probe --target "data=womens_reviews data.root=... +data.department=Jackets" \\
-        --source tops="data=womens_reviews data.root=... +data.department=Tops" \\
-        --source dresses="data=womens_reviews data.root=... +data.department=Dresses"
+    mtlrec-transfer-probe --target "experiment=retail_transfer data.root=..." \\
+        --source tops="experiment=retail_transfer data.root=... data.domain.source=[Tops] data.domain.rows=source \\
+                       data.domain.labelled=null" \\
+        --source dresses="... data.domain.source=[Dresses] ..."
 
 Each domain is a set of Hydra overrides composing its ``data`` config. For each source the table
 gives three things a transfer decision weighs:
@@ -33,6 +34,7 @@ import torch
 from torch import Tensor, nn
 
 from mtlrec.data.table import TensorTable
+from mtlrec.training.results import write_json_atomic
 
 PROG = "mtlrec-transfer-probe"
 
@@ -176,6 +178,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--source", action="append", type=_source, required=True, metavar='NAME="OVERRIDES"')
     parser.add_argument("--max-rows", type=int, default=20_000, help="rows per side for the A-distance")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--json", metavar="FILE", help="also write the rows as JSON (for mtlrec.transfer.gains)")
     args = parser.parse_args(argv)
     try:
         rows = probe(shlex.split(args.target), dict(args.source), args.max_rows, args.seed)
@@ -183,6 +186,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"{PROG}: error: {' '.join(str(err).split())}", file=sys.stderr)
         return 2
     print(markdown(rows))
+    if args.json:
+        write_json_atomic(args.json, rows)
     return 0
 
 

@@ -24,6 +24,7 @@ from mtlrec.data.raw import SPLITS, RawDataset
 from mtlrec.data.schema import Schema, SchemaError
 from mtlrec.data.tabular.declaration import build_schema, used_columns
 from mtlrec.data.tabular.derived import derive, derived_rules
+from mtlrec.data.tabular.domains import domain_options, select_domains
 from mtlrec.data.tabular.files import locate, read_table
 from mtlrec.data.tabular.joins import join, read_side_tables
 from mtlrec.data.tabular.options import checked_column, no_unknown_keys
@@ -48,6 +49,7 @@ def load_tabular(
     derived: Mapping[str, Mapping[str, Any]] | None = None,
     dropna: Sequence[str] = (),
     exclude: Sequence[str] = (),
+    domain: Mapping[str, Any] | None = None,
 ) -> RawDataset:
     """Read, join, derive, split and declare a dataset from its YAML description.
 
@@ -59,12 +61,16 @@ def load_tabular(
         SchemaError: anything else the declaration or the files get wrong, in one line naming the
             option, the file, the column (and row) and the fix.
     """
-    declared = declare(files, features, tasks, main_task, root, download, split, derived, exclude)
+    domains = domain_options(domain)
+    declared = declare(files, features, tasks, main_task, root, download, split, derived, exclude,
+                       domain_column=domains["column"] if domains else None)
     sides = read_side_tables(joins, root)
     frames = {key: _interactions(path, reader, sides, declared.rules, dropna) for key, path in declared.paths.items()}
     for frame, where in frames.values():
         declared.check_columns(frame, where)
     splits, described = make_splits(frames, declared.paths, declared.split)
+    if domains:
+        splits = select_domains(splits, domains, described)
     return RawDataset(schema=declared.schema, splits=splits, name=str(name), sources=described)
 
 
@@ -79,23 +85,27 @@ class Declaration:
     rules: dict[str, dict[str, Any]]
     paths: dict[str | None, Path]
     exclude: tuple[str, ...]
+    domain_column: str | None = None
 
     def check_columns(self, frame: pd.DataFrame, where: str) -> None:
-        for option, column in used_columns(self.schema, self.split, self.exclude):
+        used = used_columns(self.schema, self.split, self.exclude)
+        for option, column in used + ([("data.domain.column", self.domain_column)] if self.domain_column else []):
             checked_column(frame, column, option, where)
 
 
 def declare(files, features, tasks, main_task, root=None, download=None, split=None, derived=None,
-            exclude=()) -> Declaration:
-    """Check the declaration and locate its files (shared by the in-memory and the streaming reader)."""
+            exclude=(), domain_column: str | None = None) -> Declaration:
+    """Check the declaration and locate its files (shared by the in-memory and the streaming reader).
+    The domain column (``data.domain``) names where a row comes from: never an input."""
     _require_set(files=files, features=features, tasks=tasks, main_task=main_task)
     opts = split_options(split, files)
     rules = derived_rules(derived)
     paths = _main_files(files, root, download, carve_val=opts["val_share"] is not None)
     sources = {name: str(rule["from"]) for name, rule in rules.items()}
-    excluded = [*sources.values(), *([opts["column"]] if opts["kind"] == "column" else []), *exclude]
+    excluded = [*sources.values(), *([opts["column"]] if opts["kind"] == "column" else []), *exclude,
+                *([domain_column] if domain_column else [])]
     schema = build_schema(features, tasks, main_task, sources, tuple(dict.fromkeys(excluded)), paths)
-    return Declaration(schema, opts, rules, paths, tuple(exclude))
+    return Declaration(schema, opts, rules, paths, tuple(exclude), domain_column)
 
 
 def _require_set(**required: object) -> None:

@@ -20,6 +20,7 @@ import pandas as pd
 from mtlrec.data.raw import SPLITS
 from mtlrec.data.schema import Schema, SchemaError
 from mtlrec.data.tabular import Declaration, declare, prepared
+from mtlrec.data.tabular.domains import domain_options
 from mtlrec.data.tabular.files import iter_table
 from mtlrec.data.tabular.joins import read_side_tables
 from mtlrec.data.tabular.splits import carved_to_validation
@@ -82,10 +83,14 @@ def stream_tabular(
     derived: Mapping[str, Mapping[str, Any]] | None = None,
     dropna: Sequence[str] = (),
     exclude: Sequence[str] = (),
+    domain: Mapping[str, Any] | None = None,
     chunk_rows: int = 1 << 18,
 ) -> StreamedDataset:
     """The declaration of ``conf/data/tabular.yaml``, to be read in chunks (nothing is read yet
     but the side tables, which are joined onto every chunk and so must fit in memory)."""
+    if domain_options(domain):
+        raise SchemaError("data.domain: a dataset read out of core (data.out_of_core.enabled) cannot be split by "
+                          "domain; write the domain's rows to their own files, or train in memory")
     declared = declare(files, features, tasks, main_task, root, download, split, derived, exclude)
     if declared.split["kind"] != "files":
         raise SchemaError(

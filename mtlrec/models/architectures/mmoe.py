@@ -24,7 +24,10 @@ class MMoE(MixtureOfExperts):
         experts = self.experts(x)
         gates = {t: gate(x) for t, gate in self.gates.items()}
         logits = {t: self.towers[t](mix(experts, gates[t])) for t in self.task_names}
-        return self.outputs(logits, gates, features=x)
+        return self.outputs(logits, gates, features=x, shared=experts.flatten(1))
+
+    def shared_width(self) -> int:
+        return self.experts.num_experts * self.experts.output_dim
 
     def task_specific_modules(self) -> list[nn.Module]:
         return [self.gates, self.towers]

@@ -20,7 +20,11 @@ class OMoE(MixtureOfExperts):
         x = self.encoder(batch)
         weights = self.gate(x)
         shared = mix(self.experts(x), weights)
-        return self.outputs({t: tower(shared) for t, tower in self.towers.items()}, {"shared": weights}, features=x)
+        return self.outputs({t: tower(shared) for t, tower in self.towers.items()}, {"shared": weights}, features=x,
+                            shared=shared)
+
+    def shared_width(self) -> int:
+        return self.experts.output_dim
 
     def task_specific_modules(self) -> list[nn.Module]:
         return [self.towers]

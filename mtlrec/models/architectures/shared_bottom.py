@@ -34,7 +34,10 @@ class SharedBottom(Architecture):
     def forward(self, batch: Batch) -> TaskOutputs:
         x = self.encoder(batch)
         shared = self.bottom(x)
-        return self.outputs({t: tower(shared) for t, tower in self.towers.items()}, features=x)
+        return self.outputs({t: tower(shared) for t, tower in self.towers.items()}, features=x, shared=shared)
+
+    def shared_width(self) -> int:
+        return self.bottom.output_dim
 
     def task_specific_modules(self) -> list[nn.Module]:
         return [self.towers]

@@ -19,6 +19,10 @@ in torchvision, plus the freezing policies of the classic transfer recipe.
 * **Random weights** (no ``weights``, no ``weights_path``) are drawn from ``init_seed``, not from
   the run's seed: every run of a sweep then shares one fixed random extractor, and its cached
   features, as it would share pretrained ones.
+* ``augment``: data augmentation of training images (a list of torchvision transforms v2, given
+  in config with ``_target_``), applied before the weights' transform. It changes the pixels at
+  every step, so it cannot go with a cached frozen part (:mod:`mtlrec.models.inputs.image` refuses
+  the combination).
 * ``lr``: the learning rate of the backbone's trained parameters (usually smaller than the
   model's: pretrained filters should move slowly); ``None`` keeps the model's.
 """
@@ -27,13 +31,14 @@ from __future__ import annotations
 
 import sys
 import urllib.error
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import torch
 from torch import Tensor, nn
 from torchvision import models
 from torchvision.models import WeightsEnum
+from torchvision.transforms import v2
 
 from mtlrec.data.messages import one_line
 
@@ -72,6 +77,7 @@ class VGGBackbone(nn.Module):
         transform_from: str = "IMAGENET1K_V1",
         init_seed: int = 0,
         lr: float | None = None,
+        augment: Sequence[Callable[[Tensor], Tensor]] | None = None,
     ):
         super().__init__()
         if arch not in ARCHS:
@@ -100,6 +106,9 @@ class VGGBackbone(nn.Module):
         # resize to the same 256/224 ratio as the weights' own recipe, then centre-crop to input_size
         source = chosen or _weights(weights_enum, transform_from, "backbone.transform_from")
         self.transform = source.transforms(crop_size=input_size, resize_size=round(input_size * 256 / 224))
+        # training images only: the augmentations (torchvision transforms v2, on the decoded uint8
+        # image), then the weights' own transform; validation and test see ``transform`` alone
+        self.train_transform = v2.Compose([*augment, self.transform]) if augment else None
         self.frozen = self._freeze(freeze)
         self.lr = lr
 
@@ -135,6 +144,18 @@ class VGGBackbone(nn.Module):
         for block in self.blocks:
             x = block(x)
         return self.pool(x).flatten(1)
+
+    def features_state_dict(self) -> dict[str, Tensor]:
+        """The convolutional base in torchvision's layout (``features.<index>.<name>``), the file
+        ``weights_path`` reads: a backbone trained by one run becomes the starting point of another,
+        exactly as torchvision's ImageNet file would be."""
+        state, offset = {}, 0
+        for block in self.blocks:
+            for index, layer in enumerate(block):
+                for name, tensor in layer.state_dict().items():
+                    state[f"features.{offset + index}.{name}"] = tensor.detach().clone()
+            offset += len(block)
+        return state
 
     def split(self) -> tuple[nn.Sequential | None, nn.Sequential | None]:
         """(frozen part, trained part), sharing this backbone's layers: ``trained(frozen(x)) ==

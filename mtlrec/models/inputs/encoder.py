@@ -75,12 +75,13 @@ class InputEncoder(nn.Module):
         twin.reset_parameters()
         return twin
 
-    def batch_transforms(self) -> dict[str, Callable]:
+    def batch_transforms(self, training: bool = False) -> dict[str, Callable]:
         """Batch key -> what the DataLoader's workers must do to that feature first (an image
-        layer that trains its backbone needs pixels); empty for most encoders."""
+        layer that trains its backbone needs pixels; augmented ones for ``training`` batches);
+        empty for most encoders."""
         transforms = {}
         for key, layer in zip(self.keys, self.layers.values()):
-            transform = getattr(layer, "batch_transform", lambda: None)()
+            transform = getattr(layer, "batch_transform", lambda training=False: None)(training=training)
             if transform is not None:
                 transforms[key] = transform
         return transforms

@@ -93,10 +93,19 @@ class ImageInput(nn.Module):
         if norm not in ("batch", "none"):
             raise ValueError(f"encoder.kinds.image.norm must be batch or none, got {norm!r}")
         frozen, trained = backbone.split()
+        self._whole = (backbone,)  # every block, trained or not, for exported_backbone (not a submodule)
         self.paths = paths
         self.output_dim = backbone.output_dim
         self.norm = nn.BatchNorm1d(self.output_dim) if norm == "batch" else nn.Identity()
         self.store: CachedFeatures | None = None
+        augmented = getattr(backbone, "train_transform", None)
+        if augmented is not None and cache and frozen is not None:
+            raise ValueError(
+                "backbone.augment: augmentation changes the pixels at every step, but the frozen blocks' output is "
+                "cached (computed once per image); train every block (backbone.freeze=none), run the frozen blocks "
+                "on every batch (encoder.kinds.image.cache=false), or drop backbone.augment"
+            )
+        self.train_pixels = None
         if cache and frozen is not None:
             folder = Path(cache_dir).expanduser() if cache_dir else default_cache_dir()
             feature_cache = FeatureCache(folder, frozen, backbone.transform, extract_batch_size,
@@ -111,11 +120,20 @@ class ImageInput(nn.Module):
             self.backbone = backbone
             _backbone_lr(backbone, backbone.lr)
             self.pixels = PixelLoader(paths, backbone.transform)
+            if augmented is not None:
+                self.train_pixels = PixelLoader(paths, augmented)
 
     def backbone_parameters(self) -> list[nn.Parameter]:
         """The backbone's trained parameters here (none when it is all frozen and cached)."""
         modules = [getattr(self, "trained", None), getattr(self, "backbone", None)]
         return [p for m in modules if isinstance(m, nn.Module) for p in m.parameters()]
+
+    def exported_backbone(self) -> dict[str, Tensor] | None:
+        """The whole convolutional base in torchvision's layout when some of it was trained (the
+        frozen blocks share their layers, so this is the model's current backbone); ``None`` when
+        all of it is frozen (it is then the configured weights, nothing learned)."""
+        backbone = self._whole[0]
+        return backbone.features_state_dict() if backbone.trainable else None
 
     def forward(self, x: Tensor | ImageBatch) -> Tensor:
         vectors = self._vectors(x)
@@ -151,9 +169,10 @@ class ImageInput(nn.Module):
                 f"run's backbone settings and weights file"
             )
 
-    def batch_transform(self) -> PixelLoader | None:
-        """What the DataLoader's workers must do to this feature's ids (read pixels), if anything."""
-        return self.pixels
+    def batch_transform(self, training: bool = False) -> PixelLoader | None:
+        """What the DataLoader's workers must do to this feature's ids (read pixels), if anything;
+        ``training``: for training batches (augmented, when ``backbone.augment`` asks)."""
+        return self.train_pixels if training and self.train_pixels is not None else self.pixels
 
     def shared_objects(self) -> list[object]:
         """Kept, not copied, by ``InputEncoder.fresh_copy``: the catalog and the cached features."""
