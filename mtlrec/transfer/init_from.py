@@ -102,6 +102,8 @@ def initialise_from(module: nn.Module, preprocessor: Preprocessor, given: str | 
             if name not in source_state or not name.startswith(TRANSFERRED):
                 continue
             incoming = source_state[name]
+            if not isinstance(value, Tensor) or not isinstance(incoming, Tensor):
+                continue  # a layer's own extra state (an image layer's frozen-weights digest) describes this run
             if name in tables:
                 mapping = row_map(tables[name][1], source_tables[name][1]) if name in source_tables else None
                 if mapping is None:
@@ -122,7 +124,8 @@ def initialise_from(module: nn.Module, preprocessor: Preprocessor, given: str | 
                 value.copy_(incoming.to(value.dtype))
                 loaded.append(name)
     module.load_state_dict(target_state)
-    new = [n for n in target_state if n.startswith(TRANSFERRED) and n not in source_state]
+    new = [n for n, v in target_state.items() if n.startswith(TRANSFERRED) and n not in source_state
+           and isinstance(v, Tensor)]
     if not loaded and not remapped:
         raise TransferError(
             f"init_from={given}: no parameter of {checkpoint.name} matches this model by name and shape (the source "

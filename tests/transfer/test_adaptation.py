@@ -195,3 +195,13 @@ def test_single_task_networks_have_no_shared_representation_to_adapt(tmp_path) -
                  "data.domain={column: region, target: [south], rows: both}"]
     with pytest.raises(ValueError, match="its own network"):
         _build(overrides)
+
+
+def test_two_processes_are_refused_in_one_line(tmp_path) -> None:
+    from mtlrec.train import BadInputError
+
+    overrides = [*_shop(tmp_path / "data"), "data.domain={column: region, target: [south], rows: both}", "adapt=coral",
+                 "trainer.accelerator=cpu", "trainer.devices=2"]
+    with pytest.raises(BadInputError, match="adapt: the adaptation gradient is added outside") as err:
+        train_in_process(tmp_path / "run", overrides)
+    assert "\n" not in str(err.value) and not (tmp_path / "run" / "results.json").exists()
