@@ -191,12 +191,15 @@ def build_table(
                          f"available: {[c.split('/', 1)[1] for c in collection.metric_columns(split)]}")
 
     warnings = []
-    pooled = [k for k in varying_factors(collection) if k not in keys and k != "seed"
-              and not is_location_key(k)]
+    groups = group_runs(runs, keys)
+    # a factor that is not a row key but takes one value per seed in each row pools nothing and
+    # pairs nothing: it goes with the row keys (each arm of a comparison labelled by one key sets
+    # several) or with the seed (init_from=<the source run of this seed>)
+    pooled = [k for k in varying_factors(collection) if k not in keys and k != "seed" and not is_location_key(k)
+              and any(_varies_within_a_seed(g, k) for _, g in groups)]
     if pooled:
         warnings.append(f"factor(s) {pooled} vary but are not row keys: their runs are pooled within rows")
 
-    groups = group_runs(runs, keys)
     rows = [values for values, _ in groups]
     cells: dict[tuple[int, str], Cell] = {}
     places: dict[str, int] = {}
@@ -244,6 +247,14 @@ def build_table(
                  baseline_rows=baseline_rows, references=matched, n_runs=len(runs), warnings=warnings,
                  paired_on=list(pooled) if baseline else [],
                  derived={c: list(collection.derived[c]) for c in columns if c in collection.derived})
+
+
+def _varies_within_a_seed(group: pd.DataFrame, factor: str) -> bool:
+    """Whether runs of one seed in ``group`` hold different values of ``factor``."""
+    values: dict[Any, set] = {}
+    for seed, value in zip(group["seed"].tolist(), group[factor].tolist()):
+        values.setdefault(sort_key(seed), set()).add(sort_key(value))
+    return any(len(v) > 1 for v in values.values())
 
 
 def _pairing_units(group: pd.DataFrame, pooled: Sequence[str]) -> tuple[dict[tuple[Any, ...], int], list[str]]:

@@ -277,3 +277,32 @@ def test_experiment_style_command(runs: Path, tmp_path: Path, capsys: pytest.Cap
                         "mean/mse wins | samples/s | params |")
     assert lines[2].split(" | ")[3] == "1/3 (1 tie)" and lines[2].split(" | ")[7] == "3/3"
     assert (tmp_path / "report" / "test_mean_mse_vs_data.correlation_by_arch.png").exists()
+
+
+def test_a_factor_that_goes_with_the_row_key_neither_pools_nor_blocks_the_pairing(tmp_path: Path) -> None:
+    """Arms labelled by one key that each set other keys (label=frozen sets backbone.freeze=all):
+    those keys take one value per row, so runs pair by seed alone, with no pooling warning."""
+    arms = {"scratch": ("none", {0: 0.50, 1: 0.60, 2: 0.55}), "frozen": ("all", {0: 0.70, 1: 0.50, 2: 0.65})}
+    for label, (freeze, seeds) in arms.items():
+        for seed, auc in seeds.items():
+            record = payload(label, "0.5", seed, {"t0": {"auc": auc}})
+            record["overrides"] = [f"label={label}", f"backbone.freeze={freeze}", f"seed={seed}"]
+            write_run(tmp_path / f"{label}-{seed}", record)
+    t = build_table(collect([tmp_path]), row_keys=["label"], baseline={"label": "scratch"})
+    assert t.paired_on == [] and not any("pooled" in w for w in t.warnings)
+    row = [t.label(i) for i in range(2)].index("label=frozen")
+    assert wins_of(t, row, "t0/auc") == (2, 0, 3)
+
+
+def test_a_factor_that_goes_with_the_seed_does_not_block_the_pairing(tmp_path: Path) -> None:
+    """init_from=<the source run of the same seed> differs per seed within a row: pair by seed."""
+    for label, seeds in {"target_only": {0: 0.5, 1: 0.6}, "init": {0: 0.7, 1: 0.5}}.items():
+        for seed, auc in seeds.items():
+            record = payload(label, "0.5", seed, {"t0": {"auc": auc}})
+            source = [f"init_from=runs/source-seed{seed}"] if label == "init" else []
+            record["overrides"] = [f"label={label}", *source, f"seed={seed}"]
+            write_run(tmp_path / f"{label}-{seed}", record)
+    t = build_table(collect([tmp_path]), row_keys=["label"], baseline={"label": "target_only"})
+    assert t.paired_on == []
+    row = [t.label(i) for i in range(2)].index("label=init")
+    assert wins_of(t, row, "t0/auc") == (1, 0, 2)
