@@ -36,10 +36,25 @@ SMOKE: dict[str, list[str]] = {
     "experiments/grocery_multitask/run.sh": [
         str(GROCERY_FIXTURE), "arch=single_task,mmoe", "seed=0", "trainer.max_epochs=2", "backbone.input_size=32",
     ],
+    "experiments/retail_transfer/run.sh": [str(WOMENS_FIXTURE), "data.domain.labelled=10", "trainer.max_epochs=1"],
+    "experiments/grocery_transfer/run.sh": [str(GROCERY_FIXTURE), "backbone.input_size=32", "trainer.max_epochs=1"],
     "experiments/gradnorm_toy/run.py": [
         "--seeds", "2", "--steps", "20", "--eval-every", "10", "--n-train", "200", "--n-test", "100",
         "--workers", "1", "--reference-seeds", "1",
     ],
+}
+
+
+# the script's own size knobs, where it loops itself instead of sweeping
+SMOKE_ENV: dict[str, dict[str, str]] = {
+    "experiments/retail_transfer/run.sh": {"SEEDS": "0", "ARCHS": "shared_bottom", "SOURCES": "Tops",
+                                           "TARGET_EPOCHS": "1"},
+    "experiments/grocery_transfer/run.sh": {"SEEDS": "0", "SHOTS": "1"},
+}
+# archived runs a smoke run leaves: glob under OUT -> how many
+ARCHIVED = {
+    "experiments/retail_transfer/run.sh": {"runs/source/*/results.json": 2, "runs/target/*/results.json": 7},
+    "experiments/grocery_transfer/run.sh": {"runs/source/*/results.json": 1, "runs/target/*/results.json": 6},
 }
 
 
@@ -51,7 +66,7 @@ def test_every_experiment_script_has_a_smoke_recipe() -> None:
 def _run(script: str, tmp_path: Path) -> subprocess.CompletedProcess:
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
            "SWEEP_DIR": str(tmp_path / "sweep"), "OUT": str(tmp_path / "out"), "LAUNCHER": "basic",
-           "MTLREC_CACHE_DIR": str(tmp_path / "cache")}
+           "MTLREC_CACHE_DIR": str(tmp_path / "cache"), **SMOKE_ENV.get(script, {})}
     if script.endswith(".py"):
         cmd = [sys.executable, script, *SMOKE[script], "--out", str(tmp_path / "out")]
     else:
@@ -68,7 +83,9 @@ def _committed_state(script: str) -> dict[str, bytes]:
 EXPECTED_ROW = {"experiments/census_mmoe_table/run.sh": "| 1 | shared_bottom |",
                 "experiments/womens_reviews/run.sh": "| mmoe |",
                 "experiments/grocery_multitask/run.sh": "| mmoe |",
-                "experiments/synthetic_correlation/run.sh": "| 0.5 | mmoe |"}
+                "experiments/synthetic_correlation/run.sh": "| 0.5 | mmoe |",
+                "experiments/retail_transfer/run.sh": "| shared_bottom | joint_dann |",
+                "experiments/grocery_transfer/run.sh": "| 1 | full_l2sp |"}
 
 
 @pytest.mark.parametrize("script", SCRIPTS)
@@ -88,8 +105,9 @@ def test_experiment_script_runs(script: str, tmp_path: Path) -> None:
         assert {r["method"] for r in data["runs"]} == {"equal", "uncertainty", "gradnorm"}
         assert all(r["finite"] for r in data["runs"])
     else:
-        archived = sorted((out / "runs").glob("*/results.json"))
-        assert len(archived) == 2
+        expected = ARCHIVED.get(script, {"runs/*/results.json": 2})
+        archived = sorted(path for pattern in expected for path in out.glob(pattern))
+        assert {pattern: len(list(out.glob(pattern))) for pattern in expected} == expected
         for path in archived:
             record = json.loads(path.read_text())
             assert record["status"] == "complete"
@@ -98,6 +116,14 @@ def test_experiment_script_runs(script: str, tmp_path: Path) -> None:
         if script == "experiments/grocery_multitask/run.sh":  # the fine-tuning sweep: both freeze policies
             finetune = (out / "FINETUNE.md").read_text()
             assert "| 1 |" in finetune and "| all |" in finetune
+        if script == "experiments/retail_transfer/run.sh":  # the probe's table and the measured gains
+            probe = (out / "PROBE.md").read_text()
+            assert "| Tops |" in probe and "Spearman" in probe
+        if script == "experiments/grocery_transfer/run.sh":  # the source's backbone reached the target arms
+            source = json.loads(next(out.glob("runs/source/*/results.json")).read_text())
+            assert source["backbone_file"] == "backbone.pth"
+            frozen = json.loads(next(out.glob("runs/target/*frozen/results.json")).read_text())
+            assert frozen["config"]["backbone"]["weights_path"].endswith("backbone.pth")
     # the committed results of the experiment, and its default sweep folder, are untouched
     assert _committed_state(script) == before
     assert default_sweep.exists() == sweep_existed

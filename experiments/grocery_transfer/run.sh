@@ -1,0 +1,55 @@
+#!/usr/bin/env bash
+# Product photos across categories (Grocery Store): pretrain VGG16-BN + MMoE on Fruit and
+# Vegetables (the source), then train on Packages (the target) with k photos per class:
+# from scratch vs the source's backbone frozen / last block / full fine-tune, + L2-SP, + augmentation.
+# Usage: experiments/grocery_transfer/run.sh path/to/GroceryStoreDataset [extra Hydra overrides...]
+# Environment: SWEEP_DIR (default multirun/grocery_transfer), OUT (default this folder), SEEDS
+# (default "0 1 2"), SHOTS (default "1 5"), IMAGENET (torchvision's vgg16_bn-6c64b313.pth: the
+# source step then starts from ImageNet instead of random weights; nothing else changes).
+set -euo pipefail
+root=$(cd "${1:?usage: run.sh GROCERY_DIR [overrides...]}" && pwd)
+shift
+here=$(cd "$(dirname "$0")" && pwd)
+# shellcheck source=../paths.sh
+source "$here/../paths.sh"
+experiment_paths grocery_transfer "$here"
+seeds=${SEEDS:-0 1 2}
+shots=${SHOTS:-1 5}
+extra=("$@")
+
+train() {  # train FOLDER OVERRIDES...; a finished run is skipped (same config hash)
+  local dir=$1
+  shift
+  mtlrec-train data.root="$root" hydra.run.dir="$dir" console.progress_bar=false "${extra[@]}" "$@" \
+    > "$dir.log" 2>&1 || { echo "failed: $dir (see $dir.log)" >&2; exit 1; }
+}
+mkdir -p "$sweep/target"
+# step 1: the source
+source_run="$sweep/source"
+train "$source_run" experiment=grocery_transfer_source ${IMAGENET:+backbone.weights_path="$IMAGENET"}
+from_source=(init_from="$source_run" backbone.weights_path="$source_run/backbone.pth")
+augment='backbone.augment=[{_target_: torchvision.transforms.v2.RandomResizedCrop, size: 96, scale: [0.5, 1.0]}, {_target_: torchvision.transforms.v2.RandomHorizontalFlip}]'
+# step 2: the target arms (the k photos are drawn anew for every seed: data.shots_seed=seed)
+for k in $shots; do
+  for seed in $seeds; do
+    at="$sweep/target/k$k-seed$seed"
+    common=(experiment=grocery_transfer data.shots="$k" data.shots_seed="$seed" seed="$seed")
+    train "$at-scratch" "${common[@]}" backbone.lr=null label=scratch
+    train "$at-frozen" "${common[@]}" "${from_source[@]}" backbone.freeze=all label=frozen
+    train "$at-last_block" "${common[@]}" "${from_source[@]}" backbone.freeze=1 label=last_block
+    train "$at-full" "${common[@]}" "${from_source[@]}" label=full
+    train "$at-full_l2sp" "${common[@]}" "${from_source[@]}" 'finetune.l2sp={alpha: 0.1, beta: 0.01}' \
+      label=full_l2sp
+    train "$at-full_augment" "${common[@]}" "${from_source[@]}" "$augment" label=full_augment
+  done
+done
+
+python -m mtlrec.report.archive "$source_run" "$out/runs/source"
+python -m mtlrec.report.archive "$sweep/target" "$out/runs/target"
+mtlrec-report "$out/runs/target" --rows data.shots,label --metrics "fine/accuracy,coarse/accuracy" \
+  --baseline label=scratch \
+  --title "Grocery Store, target Packages with k photos per class: test accuracy, mean ± std (n seeds)" \
+  --notes "$rel/NOTES.md" --out "$out/report" --markdown-file "$out/RESULTS.md"
+mtlrec-report "$out/runs/source" --rows "" --metrics "fine/accuracy,coarse/accuracy,category/accuracy" \
+  --title "Grocery Store, the source step (Fruit and Vegetables, VGG16-BN from random weights, 64 px)" \
+  --out "$out/report_source" --markdown-file "$out/SOURCE.md"
