@@ -241,6 +241,8 @@ def run(cfg: DictConfig, output_dir: str | Path, overrides: list[str] | None = N
             "train_samples_per_second": round(throughput.samples_per_second, 1),
         },
         weights={"final": final_weights, "per_epoch": module.weight_history},
+        # gate utilisation on validation, per epoch (mixture-of-experts architectures; mtlrec.insight.gates)
+        gates={"per_epoch": module.gate_history} if module.gate_history else None,
         train_loss_per_epoch=module.loss_history,
         backbone_file=backbone_file.name if backbone_file else None,
     )

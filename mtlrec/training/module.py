@@ -21,6 +21,7 @@ from torch import Tensor, nn
 
 from mtlrec.data.schema import Schema
 from mtlrec.data.table import Batch
+from mtlrec.insight.gates import GateStatistics
 from mtlrec.models.base import Architecture, TaskOutputs
 from mtlrec.training.guard import NonFiniteGuard
 from mtlrec.training.objectives import objective_for
@@ -74,6 +75,8 @@ class MultiTaskModule(L.LightningModule):
         self.guard = NonFiniteGuard(self.trained_tasks)
         self.weight_history: list[dict[str, float]] = []
         self.loss_history: list[dict[str, float]] = []
+        self.gate_statistics = GateStatistics()  # gate utilisation on validation (mtlrec.insight.gates)
+        self.gate_history: list[dict] = []
 
     @property
     def selection(self) -> tuple[str, str]:
@@ -198,7 +201,8 @@ class MultiTaskModule(L.LightningModule):
 
     # Per-epoch histories travel in checkpoints, so a resumed run reports its whole trajectory.
     def on_save_checkpoint(self, checkpoint: dict) -> None:
-        checkpoint["mtlrec_history"] = {"weights": self.weight_history, "losses": self.loss_history}
+        checkpoint["mtlrec_history"] = {"weights": self.weight_history, "losses": self.loss_history,
+                                         "gates": self.gate_history}
 
     def on_load_checkpoint(self, checkpoint: dict) -> None:
         # Only a resumed fit takes the histories back. validate()/test() from the best checkpoint
@@ -208,10 +212,13 @@ class MultiTaskModule(L.LightningModule):
         history = checkpoint.get("mtlrec_history", {})
         self.weight_history = list(history.get("weights", []))
         self.loss_history = list(history.get("losses", []))
+        self.gate_history = list(history.get("gates", []))
 
     # -- evaluation --------------------------------------------------------------------------
     def _update_metrics(self, split: str, batch: Batch) -> None:
         outputs = self(batch)
+        if split == "val" and outputs.gates:
+            self.gate_statistics.update(outputs.gates)
         for task, objective in self.objectives.items():
             logits, target = _in_sample_space(outputs, batch, task)
             if target.numel():
@@ -232,6 +239,11 @@ class MultiTaskModule(L.LightningModule):
 
     def on_validation_epoch_end(self) -> None:
         self._log_metrics("val")
+        # one entry per training epoch (not the sanity check, not validate() after fit)
+        fitting = self._trainer is not None and self.trainer.state.fn == TrainerFn.FITTING
+        if self.gate_statistics.sums and fitting and not self.trainer.sanity_checking:
+            self.gate_history.append(self.gate_statistics.compute())
+        self.gate_statistics.reset()
 
     def test_step(self, batch: Batch, batch_idx: int) -> None:
         self._update_metrics("test", batch)

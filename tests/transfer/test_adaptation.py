@@ -13,13 +13,11 @@ import pandas as pd
 import pytest
 import torch
 import torch.nn.functional as F
-from hydra import compose, initialize_config_dir
 
-from mtlrec.build import build_datamodule, build_module
 from mtlrec.data.schema import SchemaError
-from mtlrec.train import CONFIG_DIR
 from mtlrec.transfer.adaptation import CORAL, DANN
 from tests.conftest import train_in_process
+from tests.transfer.test_init_from import _module as _build
 
 
 def test_the_reversal_flips_the_domain_gradient_and_changes_nothing_forward() -> None:
@@ -73,14 +71,6 @@ def _shop(folder, n: int = 900) -> list[str]:
     return ["data=tabular", f"data.root={folder}", "data.files=shop.csv", "data.features={numeric: [price]}",
             "data.tasks=[{name: click, kind: binary}, {name: tags, kind: multilabel, label: tags, separator: '|'}]",
             "data.main_task=click", "arch=shared_bottom", "trainer.max_epochs=1", "console.progress_bar=false"]
-
-
-def _build(overrides):
-    with initialize_config_dir(CONFIG_DIR, version_base="1.3"):
-        cfg = compose("config", overrides=overrides)
-    torch.manual_seed(cfg.seed)
-    datamodule = build_datamodule(cfg)
-    return build_module(cfg, datamodule), datamodule
 
 
 def test_each_rows_mode_keeps_the_rows_it_promises(tmp_path) -> None:

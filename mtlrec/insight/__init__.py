@@ -1,0 +1,1 @@
+"""Looking inside trained multi-task models: gate utilisation and expert collapse (:mod:`.gates`)."""

@@ -1,0 +1,67 @@
+"""Gate and expert utilisation of mixture-of-experts models (OMoE, MMoE, CGC, PLE: any architecture
+that returns gate weights in ``TaskOutputs.gates``).
+
+Per gate (a task's gate, or a PLE level's shared gate) over the validation rows: the mean weight
+each expert gets, its spread over samples (std), and the gate's entropy ``H = −Σ_e g_e log g_e``,
+averaged over rows, also as a share of its maximum ``log E`` (1: the gate spreads evenly; near 0:
+each row goes to one expert). Do the tasks use different experts? Compare their mean-weight rows.
+
+Gate statistics mean nothing when the experts are identical (PaddleRec#721: constant
+initialisation left every expert the same, so any gate looked "balanced"): :func:`expert_similarity`
+and :func:`collapsed_pairs` flag experts whose outputs on a batch are (near-)identical.
+
+:class:`GateStatistics` accumulates on the device (sums only, no host sync per batch); one
+``compute()`` per validation epoch reads them out.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import Tensor
+
+
+class GateStatistics:
+    """Running sums of gate weights ``[B, E]`` per gate name."""
+
+    def __init__(self) -> None:
+        self.reset()
+
+    def reset(self) -> None:
+        self.sums: dict[str, list[Tensor]] = {}  # name -> [Σ g, Σ g², Σ H, n]
+
+    def update(self, gates: dict[str, Tensor]) -> None:
+        for name, g in gates.items():
+            g = g.detach().float()
+            entropy = -(g * g.clamp_min(1e-12).log()).sum(-1)
+            parts = [g.sum(0), g.pow(2).sum(0), entropy.sum(), g.new_tensor(float(g.shape[0]))]
+            if name in self.sums:
+                self.sums[name] = [a + b for a, b in zip(self.sums[name], parts)]
+            else:
+                self.sums[name] = parts
+
+    def compute(self) -> dict[str, dict[str, list[float] | float]]:
+        out = {}
+        for name, (total, squares, entropy, n) in self.sums.items():
+            mean = total / n
+            std = (squares / n - mean.pow(2)).clamp_min(0).sqrt()
+            h = float(entropy / n)
+            out[name] = {"mean": [round(float(v), 6) for v in mean], "std": [round(float(v), 6) for v in std],
+                         "entropy": round(h, 6), "entropy_share": round(h / math.log(len(mean)), 6)
+                         if len(mean) > 1 else 0.0}
+        return out
+
+
+def expert_similarity(expert_outputs: Tensor) -> Tensor:
+    """``[B, E, U]`` outputs of E experts on one batch -> ``[E, E]`` cosine similarity of each pair's
+    outputs (each expert's outputs flattened over the batch)."""
+    flat = expert_outputs.detach().float().permute(1, 0, 2).reshape(expert_outputs.shape[1], -1)
+    flat = torch.nn.functional.normalize(flat, dim=1)
+    return flat @ flat.T
+
+
+def collapsed_pairs(similarity: Tensor, threshold: float = 0.99) -> list[tuple[int, int]]:
+    """Expert pairs whose outputs are near-identical (cosine ≥ ``threshold``)."""
+    e = similarity.shape[0]
+    return [(i, j) for i in range(e) for j in range(i + 1, e) if float(similarity[i, j]) >= threshold]
