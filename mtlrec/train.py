@@ -172,11 +172,7 @@ def run(cfg: DictConfig, output_dir: str | Path, overrides: list[str] | None = N
             callbacks.append(TQDMProgressBar(refresh_rate=int(console.get("refresh_rate", 20))))
         # build's _instantiate: the Trainer's own error (an accelerator this machine lacks) comes out unwrapped
         trainer: L.Trainer = _instantiate(cfg.trainer, callbacks=callbacks, logger=logger, enable_progress_bar=progress)
-        module.weighting.check_trainer(str(trainer.precision), trainer.world_size)
-        if module.adaptation is not None and trainer.world_size > 1:
-            raise ValueError("adapt: the adaptation gradient is added outside the trainer's backward, which a "
-                             f"{trainer.world_size}-process strategy does not all-reduce; train on one device "
-                             "(trainer.devices=1)")
+        module.check_trainer(str(trainer.precision), trainer.world_size)
     except BAD_INPUT as err:
         message = one_line(err) or type(err).__name__
         raise BadInputError(message if message.startswith(("trainer", "console")) else f"trainer: {message}") from err

@@ -28,6 +28,8 @@ mkdir -p "$sweep/target"
 source_run="$sweep/source"
 train "$source_run" experiment=grocery_transfer_source ${IMAGENET:+backbone.weights_path="$IMAGENET"}
 from_source=(init_from="$source_run" backbone.weights_path="$source_run/backbone.pth")
+# the crop (96 px) is then resized to backbone.input_size (64) by the weights' own transform: keep
+# its size >= input_size when you change that one (e.g. 224 for ImageNet-sized inputs)
 augment='backbone.augment=[{_target_: torchvision.transforms.v2.RandomResizedCrop, size: 96, scale: [0.5, 1.0]}, {_target_: torchvision.transforms.v2.RandomHorizontalFlip}]'
 # step 2: the target arms (the k photos are drawn anew for every seed: data.shots_seed=seed)
 for k in $shots; do

@@ -199,6 +199,11 @@ def build_table(
               and any(_varies_within_a_seed(g, k) for _, g in groups)]
     if pooled:
         warnings.append(f"factor(s) {pooled} vary but are not row keys: their runs are pooled within rows")
+    per_seed = [k for k in varying_factors(collection) if k not in keys and k != "seed" and not is_location_key(k)
+                and k not in pooled and any(g[k].map(sort_key).nunique() > 1 for _, g in groups)]
+    if per_seed:
+        warnings.append(f"factor(s) {per_seed} differ between the seeds of a row (one value per seed, e.g. each "
+                        f"seed's own source run): check that the seeds of a row differ in nothing else by intent")
 
     rows = [values for values, _ in groups]
     cells: dict[tuple[int, str], Cell] = {}

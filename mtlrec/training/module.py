@@ -84,6 +84,23 @@ class MultiTaskModule(L.LightningModule):
         metric, mode = self.objectives[self.schema.main_task].selection
         return self.schema.task(self.schema.main_task).metric_key("val", metric), mode
 
+    def check_trainer(self, precision: str, world_size: int) -> None:
+        """Refuse, in one line, a trainer under which a gradient set outside the trainer's backward
+        would be silently wrong: the weighting's (:meth:`Weighting.check_trainer`), the adaptation
+        loss's and L2-SP's (added to ``.grad`` after it). fp16's loss scaler would divide them by its
+        scale; a multi-process strategy would not all-reduce them."""
+        self.weighting.check_trainer(precision, world_size)
+        parts = (("adapt", self.adaptation), ("finetune.l2sp", self.l2sp))
+        outside = [name for name, part in parts if part is not None]
+        if outside and str(precision).startswith("16"):
+            raise ValueError(f"trainer.precision={precision}: {' and '.join(outside)} add their gradients outside "
+                             "the trainer's backward, which fp16's loss scaling does not see (the scaler would divide "
+                             "them by its scale); use trainer.precision=32 or bf16-mixed")
+        if self.adaptation is not None and world_size > 1:
+            raise ValueError("adapt: the adaptation gradient is added outside the trainer's backward, which a "
+                             f"{world_size}-process strategy does not all-reduce; train on one device "
+                             "(trainer.devices=1)")
+
     def taskwise_selection(self) -> tuple[dict[str, tuple[str, str]], dict[str, list[str]]] | None:
         """For independent per-task networks: (task -> its own (monitored key, mode), task -> the
         state_dict keys of its network), so each network is selected on its own validation metric

@@ -12,7 +12,9 @@ without labels are in the batch only for this loss: their tasks are masked out (
   gradient-reversal layer between the representation and the classifier passes ``-λ ∂L_d/∂f``
   down, so the layers below learn features the classifier cannot separate (eq. 13-15 of the
   paper). ``λ`` follows the paper's schedule ``λ_p = 2 / (1 + exp(-10 p)) - 1`` over the training
-  progress ``p`` (0 → 1), times ``weight``; ``schedule: constant`` keeps ``weight``.
+  progress ``p`` (0 → 1), times ``weight``; ``schedule: constant`` keeps ``weight``. One deviation
+  from eq. 15: the classifier's own update is the plain gradient of ``L_d`` (not scaled by ``λ``),
+  as in common implementations; only the reversed gradient below carries ``λ``.
 * **CORAL** (Sun & Saenko, "Deep CORAL", ECCV-W 2016): ``weight · ‖C_s − C_t‖²_F / (4 d²)``, the
   distance between the source and target covariances of the ``d``-dimensional representation,
   computed with the domain as row weights (no boolean indexing, so no host sync); zero when a

@@ -289,7 +289,7 @@ def test_a_factor_that_goes_with_the_row_key_neither_pools_nor_blocks_the_pairin
             record["overrides"] = [f"label={label}", f"backbone.freeze={freeze}", f"seed={seed}"]
             write_run(tmp_path / f"{label}-{seed}", record)
     t = build_table(collect([tmp_path]), row_keys=["label"], baseline={"label": "scratch"})
-    assert t.paired_on == [] and not any("pooled" in w for w in t.warnings)
+    assert t.paired_on == [] and not t.warnings  # one value per row: nothing pooled, nothing per seed
     row = [t.label(i) for i in range(2)].index("label=frozen")
     assert wins_of(t, row, "t0/auc") == (2, 0, 3)
 
@@ -304,5 +304,8 @@ def test_a_factor_that_goes_with_the_seed_does_not_block_the_pairing(tmp_path: P
             write_run(tmp_path / f"{label}-{seed}", record)
     t = build_table(collect([tmp_path]), row_keys=["label"], baseline={"label": "target_only"})
     assert t.paired_on == []
+    assert [w for w in t.warnings if "differ between the seeds" in w] == [
+        "factor(s) ['init_from'] differ between the seeds of a row (one value per seed, e.g. each seed's own source "
+        "run): check that the seeds of a row differ in nothing else by intent"]
     row = [t.label(i) for i in range(2)].index("label=init")
     assert wins_of(t, row, "t0/auc") == (1, 0, 2)

@@ -83,11 +83,15 @@ def test_each_rows_mode_keeps_the_rows_it_promises(tmp_path) -> None:
                                               ("both", {"north", "east", "south"}, {"south"})):
         _, dm = _build([*base, f"data.domain={{column: region, target: [south], rows: {rows}}}"])
         for split, frame in dm.raw.splits.items():
-            assert set(frame["region"]) == (train_regions if split == "train" else eval_regions), (rows, split)
+            regions = train_regions if split == "train" else eval_regions
+            assert set(frame["region"]) == regions, (rows, split)
             assert torch.equal(dm.tables[split].domain, torch.tensor((frame["region"] == "south").to_numpy(),
                                                                      dtype=torch.float32))
-        # the split is made over all rows first: a row's split does not depend on the domain
-        assert len(dm.tables["train"]) <= sizes["train"]
+            # the split is made over all rows first: a row's split does not depend on the domain, so
+            # each split is the no-domain split's rows of its regions, in their order
+            undivided = everything.raw.splits[split]
+            expected = undivided[undivided["region"].isin(regions)].reset_index(drop=True)
+            pd.testing.assert_frame_equal(frame[list(expected.columns)].reset_index(drop=True), expected)
     assert "region" not in [f.name for f in everything.schema.features]
     assert len(whole) == sum(sizes.values())
 
@@ -113,7 +117,10 @@ def test_unlabelled_target_rows_enter_no_task_loss_metric_or_label_fitting(tmp_p
     assert torch.equal(losses["click"], again["click"]) and unlabelled.sum() > 100
     # validation and test hold target rows only, all labelled: metrics see no unlabelled row
     assert all(not dm.tables[s].masks and bool((dm.tables[s].domain == 1).all()) for s in ("val", "test"))
-    assert len(frame) == len(train)
+    # every target training row stays in the batches, labelled or not
+    _, undivided = _build(overrides[:-1])
+    assert int(target.sum()) == int((undivided.raw.splits["train"]["region"] == "south").sum()) > 100
+    assert len(frame) == len(undivided.raw.splits["train"])
 
 
 class _Gradients(L.Callback):
@@ -155,6 +162,22 @@ def test_a_training_step_adds_the_reversed_domain_gradient_below_and_nothing_to_
     assert shared.shape[1] == dann.feature_dim
 
 
+def test_the_ganin_schedule_follows_the_training_progress_of_the_fit(tmp_path) -> None:
+    """λ_p's p is the optimizer step over the fit's total steps (max_epochs × batches per epoch)."""
+    overrides = [*_shop(tmp_path), "data.domain={column: region, target: [south], rows: both}", "adapt=dann",
+                 "data.loader.batch_size=128", "trainer.max_epochs=3"]
+    module, dm = _build(overrides)
+    seen: list[float] = []
+    forward = module.adaptation.forward
+    module.adaptation.forward = lambda f, d, progress=1.0: (seen.append(progress), forward(f, d, progress))[1]
+    trainer = L.Trainer(max_epochs=3, logger=False, enable_checkpointing=False, limit_val_batches=0,
+                        enable_progress_bar=False, enable_model_summary=False)
+    trainer.fit(module, datamodule=dm)
+    per_epoch = -(-len(dm.tables["train"]) // 128)
+    assert per_epoch >= 3 and len(seen) == 3 * per_epoch
+    assert seen == pytest.approx([step / (3 * per_epoch) for step in range(3 * per_epoch)])
+
+
 def test_a_run_with_dann_trains_and_logs_the_adaptation_loss(tmp_path) -> None:
     overrides = [*_shop(tmp_path / "data"), "data.domain={column: region, target: [south], rows: both, labelled: 20}",
                  "adapt=dann"]
@@ -168,10 +191,15 @@ def test_a_run_with_dann_trains_and_logs_the_adaptation_loss(tmp_path) -> None:
     ("{column: region, target: [south], rows: target}", "dann", "needs training rows of both domains"),
     (None, "coral", "needs training rows of both domains"),
     ("{column: regoin, target: [south]}", "none", "data.domain.column: column 'regoin' is not in"),
-    ("{column: region, target: [west]}", "none", "has no target rows"),
+    ("{column: region, target: [west]}", "none", r"data.domain.target: \['west'\] occur in no row of column "
+                                                 r"'region'; its values are \['east', 'north', 'south'\]"),
+    ("{column: region, target: [south], source: [north, esat], rows: both}", "none",
+     r"data.domain.source: \['esat'\] occur in no row"),
     ("{column: region, target: [south], rows: all}", "none", "rows='all': use one of source, target, both"),
     ("{column: region, target: [south], labelled: 100000}", "none", "the target has only"),
     ("{column: region, target: [south], source: [south]}", "none", "is both source and target"),
+    ("{column: region, target: [north, east, south], rows: both}", "none", "rows=both but the training split has "
+                                                                         "no source row"),
 ])
 def test_what_cannot_work_is_refused_in_one_line(tmp_path, domain, adapt, message) -> None:
     overrides = [*_shop(tmp_path), f"adapt={adapt}", *([f"data.domain={domain}"] if domain else [])]
@@ -185,6 +213,24 @@ def test_single_task_networks_have_no_shared_representation_to_adapt(tmp_path) -
                  "data.domain={column: region, target: [south], rows: both}"]
     with pytest.raises(ValueError, match="its own network"):
         _build(overrides)
+
+
+def test_fp16_loss_scaling_is_refused_for_gradients_added_outside_the_backward(tmp_path) -> None:
+    # On CPU Lightning turns 16-mixed into bf16-mixed (no scaler, nothing to refuse), so the
+    # refusal a GPU run meets is checked on the module itself.
+    from mtlrec.transfer.l2sp import L2SP
+
+    module, _ = _build([*_shop(tmp_path), "data.domain={column: region, target: [south], rows: both}",
+                        "adapt=coral"])
+    module.check_trainer("bf16-mixed", 1)
+    module.check_trainer("32-true", 1)
+    with pytest.raises(ValueError, match=r"trainer.precision=16-mixed: adapt add their .* trainer.precision=32"):
+        module.check_trainer("16-mixed", 1)
+    module.adaptation = None
+    module.check_trainer("16-mixed", 1)  # nothing outside the backward: the scaler sees everything
+    module.l2sp = L2SP(module.architecture, {"loaded": []}, alpha=0.1, beta=0.1)
+    with pytest.raises(ValueError, match=r"trainer.precision=16: finetune.l2sp add their"):
+        module.check_trainer("16", 1)
 
 
 def test_two_processes_are_refused_in_one_line(tmp_path) -> None:

@@ -61,18 +61,16 @@ def test_a_written_backbone_is_read_back_exactly_by_weights_path(tmp_path) -> No
 
 
 def test_only_a_trained_backbone_is_written(tmp_path) -> None:
-    from torch import nn
+    """Through the real image input (what an architecture holds): a wholly frozen backbone is the
+    configured weights, nothing learned, so no file; a partly trained one is written whole."""
+    from mtlrec.models.inputs.image import ImageInput
 
-    class Holder(nn.Module):
-        def __init__(self, backbone):
-            super().__init__()
-            self.backbone = backbone
-
-        def exported_backbone(self):
-            return self.backbone.features_state_dict() if self.backbone.trainable else None
-
-    frozen = Holder(VGGBackbone("vgg16", freeze="all", input_size=32))
+    frozen = ImageInput([], VGGBackbone("vgg16", freeze="all", input_size=32), cache=False)
     assert save_trained_backbone(frozen, "fine", tmp_path) is None and not (tmp_path / BACKBONE_FILE).exists()
-    trained = Holder(VGGBackbone("vgg16", freeze=1, input_size=32))
+    backbone = VGGBackbone("vgg16", freeze=1, input_size=32)
+    trained = ImageInput([], backbone, cache=False)
     assert save_trained_backbone(trained, "fine", tmp_path) == tmp_path / BACKBONE_FILE
+    written = torch.load(tmp_path / BACKBONE_FILE)
+    expected = backbone.features_state_dict()
+    assert written.keys() == expected.keys() and all(torch.equal(written[k], expected[k]) for k in expected)
     assert not list(tmp_path.glob(".backbone-*"))  # no temporary file left behind

@@ -74,12 +74,10 @@ def select_domains(splits: dict[str, pd.DataFrame], options: dict[str, Any],
                    described: Mapping[str, str]) -> dict[str, pd.DataFrame]:
     """The rows each split keeps, with :data:`DOMAIN` and (in train) :data:`LABELLED` added."""
     column, rows = options["column"], options["rows"]
+    _check_values_occur(splits, options, described)
     out = {}
     for split, frame in splits.items():
         where = described.get(split, split)
-        if column not in frame.columns:
-            raise SchemaError(f"data.domain.column: {where} has no column {column!r}; the columns are "
-                              f"{list(frame.columns)[:20]}")
         values = frame[column]
         if values.isna().any():
             row = values.index[int(values.isna().to_numpy().argmax())]
@@ -94,9 +92,30 @@ def select_domains(splits: dict[str, pd.DataFrame], options: dict[str, Any],
             raise SchemaError(f"data.domain: {where} has no {'source' if rows == 'source' else 'target'} rows "
                               f"(column {column!r}, target {options['target']}); check the values")
         out[split] = kept.reset_index(drop=True)
+    if rows == "both" and not (out["train"][DOMAIN] == 0).any():
+        raise SchemaError(f"data.domain: rows=both but the training split has no source row (column {column!r}, "
+                          f"source {options['source'] or 'every value but the target'}); check data.domain.source")
     if options["labelled"] is not None:
         out["train"][LABELLED] = _labelled(out["train"], options["labelled"], options["seed"])
     return out
+
+
+def _check_values_occur(splits: dict[str, pd.DataFrame], options: dict[str, Any],
+                        described: Mapping[str, str]) -> None:
+    """A listed source or target value that no row has is a typo (or a float column's ``1.0`` given
+    as ``1``: values are compared as text); silently it would shrink a domain to what did match."""
+    column = options["column"]
+    present: set[str] = set()
+    for split, frame in splits.items():
+        if column not in frame.columns:
+            raise SchemaError(f"data.domain.column: {described.get(split, split)} has no column {column!r}; the "
+                              f"columns are {list(frame.columns)[:20]}")
+        present.update(frame[column].dropna().astype(str).unique())
+    for option in ("target", "source"):
+        missing = [v for v in options[option] or [] if v not in present]
+        if missing:
+            raise SchemaError(f"data.domain.{option}: {missing} occur in no row of column {column!r}; its values "
+                              f"are {sorted(present)[:20]}")
 
 
 def _labelled(train: pd.DataFrame, count: int, seed: int) -> np.ndarray:
