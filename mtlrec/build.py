@@ -109,7 +109,17 @@ def build_module(cfg: DictConfig, datamodule: TabularDataModule) -> MultiTaskMod
         labelled_counts=datamodule.labelled_counts(),
         part_lr=finetune.get("lr") or {},
         adaptation=build_adaptation(cfg, datamodule, architecture),
+        conflict_every=_insight_options(cfg)["conflict_every"],
     )
+
+
+def _insight_options(cfg: DictConfig) -> dict:
+    """The ``insight`` options (what a run measures about itself; nothing it trains)."""
+    options = {"conflict_every": 0, **(OmegaConf.to_container(cfg.insight, resolve=True) if cfg.get("insight") else {})}
+    unknown = sorted(set(options) - {"conflict_every"})
+    if unknown:
+        raise ValueError(f"insight: unknown option(s) {unknown}; the options are conflict_every")
+    return options
 
 
 def build_adaptation(cfg: DictConfig, datamodule: TabularDataModule, architecture: Architecture):

@@ -238,7 +238,10 @@ def run(cfg: DictConfig, output_dir: str | Path, overrides: list[str] | None = N
         },
         weights={"final": final_weights, "per_epoch": module.weight_history},
         # gate utilisation on validation, per epoch (mixture-of-experts architectures; mtlrec.insight.gates)
-        gates={"per_epoch": module.gate_history} if module.gate_history else None,
+        gates={"per_epoch": module.gate_history, "experts_of": module.architecture.gate_expert_labels()}
+        if module.gate_history else None,
+        # task-gradient conflict on the shared parameters, sampled every insight.conflict_every steps
+        conflict=module.conflict.summary(),
         train_loss_per_epoch=module.loss_history,
         backbone_file=backbone_file.name if backbone_file else None,
     )

@@ -230,6 +230,21 @@ def compose_task_config(output_dir, overrides):
     return cfg
 
 
+def build_in_process(overrides):
+    """The training module and datamodule ``mtlrec-train`` would build for ``overrides`` (seeded as a
+    run is), without training: for tests that step, inspect or edit a real module."""
+    from hydra import compose, initialize_config_dir
+
+    from mtlrec import train
+    from mtlrec.build import build_datamodule, build_module
+
+    with initialize_config_dir(config_dir=train.CONFIG_DIR, version_base="1.3"):
+        cfg = compose("config", overrides=list(overrides))
+    torch.manual_seed(cfg.seed)
+    datamodule = build_datamodule(cfg)
+    return build_module(cfg, datamodule), datamodule
+
+
 def train_in_process(output_dir, overrides) -> tuple[dict, "DictConfig"]:
     """Train one run as ``mtlrec-train`` would (same config, same ``run``) without a subprocess;
     returns (its results record, its task config)."""

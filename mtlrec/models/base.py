@@ -118,6 +118,12 @@ class Architecture(nn.Module, ABC):
         bottom = take(self.parameters())  # what is left: experts, a shared bottom, per-task bodies
         return {"embeddings": embeddings, "backbone": backbone, "bottom": bottom, "gates": gates, "towers": towers}
 
+    def gate_expert_labels(self) -> dict[str, list[str]]:
+        """Gate name -> the names of the experts its weights are over, in order, so utilisation
+        heatmaps line up gates over different expert sets (PLE's task gates see their own task's
+        experts and the shared ones). ``{}``: every gate is over the same experts, numbered."""
+        return {}
+
     def task_networks(self) -> dict[str, nn.Module] | None:
         """task -> the module holding *all* of that task's parameters, when the tasks share none
         (independent networks, selected per task); ``None`` for architectures that share."""

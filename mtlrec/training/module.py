@@ -21,7 +21,8 @@ from torch import Tensor, nn
 
 from mtlrec.data.schema import Schema
 from mtlrec.data.table import Batch
-from mtlrec.insight.gates import GateStatistics
+from mtlrec.insight.conflict import GradientConflict, conflict_parameters
+from mtlrec.insight.gates import ExpertCapture, GateStatistics
 from mtlrec.models.base import Architecture, TaskOutputs
 from mtlrec.training.guard import NonFiniteGuard
 from mtlrec.training.objectives import objective_for
@@ -44,6 +45,7 @@ class MultiTaskModule(L.LightningModule):
         labelled_counts: Mapping[str, int] | None = None,
         part_lr: Mapping[str, float] | None = None,
         adaptation: DomainAdaptation | None = None,
+        conflict_every: int = 0,
     ):
         super().__init__()
         self.automatic_optimization = False
@@ -64,8 +66,13 @@ class MultiTaskModule(L.LightningModule):
         )
         self.trained_tasks = architecture.trained_tasks()
         counts = dict(labelled_counts or {t: 1 for t in schema.task_names})
+        shared = architecture.shared_model()
+        # task-gradient conflict on the shared parameters, every k steps (insight.conflict_every)
+        self.conflict = GradientConflict(self.trained_tasks, conflict_parameters(shared.shared_parameters,
+                                                                                 shared.encoder_parameters),
+                                         conflict_every)
         self.weighting.setup(
-            self.trained_tasks, architecture.shared_model(), {t: counts[t] for t in self.trained_tasks if t in counts},
+            self.trained_tasks, shared, {t: counts[t] for t in self.trained_tasks if t in counts},
             task_kinds={t.name: t.kind for t in schema.tasks if t.name in self.trained_tasks},
         )
         self._epoch_loss: dict[str, Tensor] = {}
@@ -76,7 +83,8 @@ class MultiTaskModule(L.LightningModule):
         self.weight_history: list[dict[str, float]] = []
         self.loss_history: list[dict[str, float]] = []
         self.gate_statistics = GateStatistics()  # gate utilisation on validation (mtlrec.insight.gates)
-        self.gate_history: list[dict] = []
+        self.gate_history: list[dict] = []  # per fitting epoch: {"epoch", "gates", "experts"}
+        self._experts: ExpertCapture | None = None
 
     @property
     def selection(self) -> tuple[str, str]:
@@ -175,6 +183,11 @@ class MultiTaskModule(L.LightningModule):
         optimizer = self.optimizers()
         optimizer.zero_grad(set_to_none=True)
         adapted = self._adaptation_gradients(outputs, batch) if self.adaptation is not None else []
+        if self.conflict.due(step):  # before the weighting's backward frees the graph
+            cosine, _ = self.conflict.measure(step, losses)
+            tasks = self.conflict.tasks
+            self.log_dict({f"conflict/{a}~{tasks[j]}": cosine[i, j] for i, a in enumerate(tasks)
+                           for j in range(i + 1, len(tasks))}, on_step=True, on_epoch=False)
         self.weighting.backward(losses, self.manual_backward, features=outputs.features)
         for param, grad in adapted:
             param.grad = grad if param.grad is None else param.grad + grad
@@ -203,6 +216,7 @@ class MultiTaskModule(L.LightningModule):
                 self._epoch_auxiliary[key] = self._epoch_auxiliary.get(key, 0.0) + value.detach()
 
     def on_train_epoch_end(self) -> None:
+        self.conflict.flush()
         self.guard.check()  # before a NaN epoch mean reaches the weighting (DWA) or the history
         if not self._epoch_steps:
             return
@@ -218,8 +232,9 @@ class MultiTaskModule(L.LightningModule):
 
     # Per-epoch histories travel in checkpoints, so a resumed run reports its whole trajectory.
     def on_save_checkpoint(self, checkpoint: dict) -> None:
+        self.conflict.flush()
         checkpoint["mtlrec_history"] = {"weights": self.weight_history, "losses": self.loss_history,
-                                         "gates": self.gate_history}
+                                         "gates": self.gate_history, "conflict": self.conflict.history}
 
     def on_load_checkpoint(self, checkpoint: dict) -> None:
         # Only a resumed fit takes the histories back. validate()/test() from the best checkpoint
@@ -230,6 +245,7 @@ class MultiTaskModule(L.LightningModule):
         self.weight_history = list(history.get("weights", []))
         self.loss_history = list(history.get("losses", []))
         self.gate_history = list(history.get("gates", []))
+        self.conflict.history = list(history.get("conflict", []))
 
     # -- evaluation --------------------------------------------------------------------------
     def _update_metrics(self, split: str, batch: Batch) -> None:
@@ -254,12 +270,23 @@ class MultiTaskModule(L.LightningModule):
     def validation_step(self, batch: Batch, batch_idx: int) -> None:
         self._update_metrics("val", batch)
 
+    def _fitting_epoch(self) -> bool:
+        """A validation that belongs to a training epoch (not the sanity check, not validate())."""
+        fitting = self._trainer is not None and self.trainer.state.fn == TrainerFn.FITTING
+        return fitting and not self.trainer.sanity_checking
+
+    def on_validation_epoch_start(self) -> None:
+        # the experts' outputs on the first validation batch, for the collapse check
+        self._experts = ExpertCapture(self.architecture) if self._fitting_epoch() else None
+
     def on_validation_epoch_end(self) -> None:
         self._log_metrics("val")
-        # one entry per training epoch (not the sanity check, not validate() after fit)
-        fitting = self._trainer is not None and self.trainer.state.fn == TrainerFn.FITTING
-        if self.gate_statistics.sums and fitting and not self.trainer.sanity_checking:
-            self.gate_history.append(self.gate_statistics.compute())
+        # one entry per training epoch: gate utilisation and the experts' pairwise similarity
+        experts = self._experts.report() if self._experts is not None else {}
+        if (self.gate_statistics.sums or experts) and self._fitting_epoch():
+            self.gate_history.append({"epoch": self.current_epoch, "gates": self.gate_statistics.compute(),
+                                      "experts": experts})
+        self._experts = None
         self.gate_statistics.reset()
 
     def test_step(self, batch: Batch, batch_idx: int) -> None:

@@ -72,7 +72,8 @@ LOCATION_KEYS = (
 ABSENT_AT_DEFAULT = {"backbone": None, "data.split.val_share": None, "trainer.precision": "32-true",
                      "init_from": None, "finetune": {"freeze": [], "lr": None, "l2sp": None},
                      "data.categories": None, "data.shots": None, "data.shots_seed": 0, "backbone.augment": None,
-                     "data.domain": None, "adapt": None, "label": None}
+                     "data.domain": None, "adapt": None, "label": None,
+                     "insight": {"conflict_every": 0}}
 
 
 def is_location_key(key: str) -> bool:

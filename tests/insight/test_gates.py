@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from mtlrec.insight.gates import GateStatistics, collapsed_pairs, expert_similarity
-from tests.conftest import train_in_process
+from tests.conftest import build_in_process, train_in_process
 
 
 def test_gate_statistics_equal_the_hand_computation() -> None:
@@ -40,10 +40,50 @@ def test_an_mmoe_run_stores_gate_utilisation_per_epoch(tmp_path) -> None:
                                                     "console.progress_bar=false"])
     epochs = record["gates"]["per_epoch"]
     assert len(epochs) == record["epochs_trained"] == 2  # no sanity-check or post-fit entry
+    assert [e["epoch"] for e in epochs] == [0, 1]
     experts = record["config"]["arch"]["num_experts"]
-    for gate in epochs[-1].values():
+    for gate in epochs[-1]["gates"].values():
         assert len(gate["mean"]) == experts and sum(gate["mean"]) == pytest.approx(1.0, abs=1e-4)
         assert 0 <= gate["entropy_share"] <= 1
+    # the collapse check of the one expert layer: E × E, ones on the diagonal, randomly initialised
+    # experts far from identical
+    (layer,) = epochs[-1]["experts"].values()
+    similarity = torch.tensor(layer["similarity"])
+    assert similarity.shape == (experts, experts) and torch.allclose(similarity.diagonal(), torch.ones(experts))
+    assert layer["collapsed"] == [] and layer["max_similarity"] < 0.99
+
+
+def test_identical_experts_are_flagged_in_a_real_validation_pass(tmp_path) -> None:
+    """PaddleRec#721's failure: constant initialisation leaves every expert the same."""
+    from mtlrec.insight.gates import ExpertCapture
+
+    module, dm = build_in_process(["arch=mmoe", "arch.num_experts=3", "data.num_train=200"])
+    with torch.no_grad():
+        for tensor in (*module.architecture.experts.weights, *module.architecture.experts.biases):
+            tensor.copy_(tensor[:1].expand_as(tensor))  # expert 0's weights everywhere
+    capture = ExpertCapture(module.architecture)
+    batch = dm.tables["val"][torch.arange(64)]
+    module.architecture(batch)
+    module.architecture(dm.tables["val"][torch.arange(64, 128)])  # later batches are not kept
+    (report,) = capture.report().values()
+    assert report["collapsed"] == [[0, 1], [0, 2], [1, 2]] and report["max_similarity"] == pytest.approx(1.0)
+    assert not capture._hooks
+
+
+def test_ple_names_the_experts_each_gate_is_over(tmp_path) -> None:
+    record, _ = train_in_process(tmp_path / "run", ["arch=ple", "arch.num_levels=2", "arch.specific_experts=2", "arch.shared_experts=2",
+                                                    "trainer.max_epochs=1",
+                                                    "data.num_train=400", "console.progress_bar=false"])
+    labels = record["gates"]["experts_of"]
+    gates = record["gates"]["per_epoch"][-1]["gates"]
+    assert set(labels) == set(gates)
+    for name, stats in gates.items():
+        assert len(labels[name]) == len(stats["mean"]), name
+    first = next(n for n in labels if n.startswith("level1/") and n != "level1/shared")
+    task = first.split("/", 1)[1]
+    assert labels[first] == [f"{task}/0", f"{task}/1", "shared/0", "shared/1"]
+    assert len(labels["level0/shared"]) == 2 * len([n for n in labels if n.startswith("level0/")
+                                                    and n != "level0/shared"]) + 2
 
 
 def test_an_architecture_without_gates_stores_none(tmp_path) -> None:

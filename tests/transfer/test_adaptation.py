@@ -16,8 +16,8 @@ import torch.nn.functional as F
 
 from mtlrec.data.schema import SchemaError
 from mtlrec.transfer.adaptation import CORAL, DANN
+from tests.conftest import build_in_process as _build
 from tests.conftest import train_in_process
-from tests.transfer.test_init_from import _module as _build
 
 
 def test_the_reversal_flips_the_domain_gradient_and_changes_nothing_forward() -> None:

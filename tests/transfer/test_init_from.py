@@ -9,11 +9,9 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
-from hydra import compose, initialize_config_dir
 
-from mtlrec.build import build_datamodule, build_module
-from mtlrec.train import CONFIG_DIR
 from mtlrec.transfer.init_from import TransferError, initialise_from
+from tests.conftest import build_in_process as _module
 from tests.conftest import train_in_process
 
 TASKS = "[{name: click, kind: binary}, {name: buy, kind: binary}]"
@@ -29,14 +27,6 @@ def _domain(folder, shops: list[str], seed: int):
     return ["data=tabular", f"data.root={folder}", "data.files={train: train.csv, val: val.csv, test: test.csv}",
             "data.features={categorical: [shop], numeric: [price]}", f"data.tasks={TASKS}", "data.main_task=click",
             "arch=mmoe", "trainer.max_epochs=1", "console.progress_bar=false"]
-
-
-def _module(overrides):
-    with initialize_config_dir(CONFIG_DIR, version_base="1.3"):
-        cfg = compose("config", overrides=overrides)
-    torch.manual_seed(cfg.seed)
-    datamodule = build_datamodule(cfg)
-    return build_module(cfg, datamodule), datamodule
 
 
 @pytest.fixture(scope="module")

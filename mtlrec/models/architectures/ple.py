@@ -106,6 +106,18 @@ class PLE(Architecture):
         logits = {t: self.towers[t](task_inputs[:, k]) for k, t in enumerate(self.task_names)}
         return self.outputs(logits, gates, features=x)
 
+    def gate_expert_labels(self) -> dict[str, list[str]]:
+        """Per level: task k's gate is over task k's experts then the shared ones (the order of
+        :meth:`ExtractionLevel.forward`); the shared gate over every task's experts then the shared."""
+        labels: dict[str, list[str]] = {}
+        for i, level in enumerate(self.levels):
+            shared = [f"shared/{j}" for j in range(level.shared_experts.num_experts)]
+            own = {t: [f"{t}/{j}" for j in range(level.specific)] for t in self.task_names}
+            labels.update({f"level{i}/{t}": [*own[t], *shared] for t in self.task_names})
+            if level.shared_gate is not None:
+                labels[f"level{i}/shared"] = [*(e for t in self.task_names for e in own[t]), *shared]
+        return labels
+
     def task_specific_modules(self) -> list[nn.Module]:
         """Only what no other task's loss can reach.
 
