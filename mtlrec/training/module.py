@@ -83,7 +83,7 @@ class MultiTaskModule(L.LightningModule):
         self.weight_history: list[dict[str, float]] = []
         self.loss_history: list[dict[str, float]] = []
         self.gate_statistics = GateStatistics()  # gate utilisation on validation (mtlrec.insight.gates)
-        self.gate_history: list[dict] = []  # per fitting epoch: {"epoch", "gates", "experts"}
+        self.gate_history: list[dict] = []  # per fitting epoch: {"epoch" (1-based, as best_epoch), "gates", "experts"}
         self._experts: ExpertCapture | None = None
 
     @property
@@ -284,7 +284,7 @@ class MultiTaskModule(L.LightningModule):
         # one entry per training epoch: gate utilisation and the experts' pairwise similarity
         experts = self._experts.report() if self._experts is not None else {}
         if (self.gate_statistics.sums or experts) and self._fitting_epoch():
-            self.gate_history.append({"epoch": self.current_epoch, "gates": self.gate_statistics.compute(),
+            self.gate_history.append({"epoch": self.current_epoch + 1, "gates": self.gate_statistics.compute(),
                                       "experts": experts})
         self._experts = None
         self.gate_statistics.reset()

@@ -40,7 +40,7 @@ def test_an_mmoe_run_stores_gate_utilisation_per_epoch(tmp_path) -> None:
                                                     "console.progress_bar=false"])
     epochs = record["gates"]["per_epoch"]
     assert len(epochs) == record["epochs_trained"] == 2  # no sanity-check or post-fit entry
-    assert [e["epoch"] for e in epochs] == [0, 1]
+    assert [e["epoch"] for e in epochs] == [1, 2]  # 1-based, as best_epoch
     experts = record["config"]["arch"]["num_experts"]
     for gate in epochs[-1]["gates"].values():
         assert len(gate["mean"]) == experts and sum(gate["mean"]) == pytest.approx(1.0, abs=1e-4)
