@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import torch
 from torch import Tensor, nn
 
@@ -109,3 +110,32 @@ class ExpertCapture:
     def report(self, threshold: float = 0.99) -> dict[str, dict]:
         self.remove()
         return {name: expert_report(expert_similarity(out), threshold) for name, out in self.outputs.items()}
+
+
+
+def best_entry(record: dict) -> dict | None:
+    """A run's per-epoch gate entry at its best epoch (the weights it was tested with)."""
+    gates = record.get("gates")
+    if not gates or not gates.get("per_epoch"):
+        return None
+    entries = gates["per_epoch"]
+    return next((e for e in entries if e.get("epoch") == record.get("best_epoch")), entries[-1])
+
+
+def utilisation(record: dict) -> tuple[list[str], list[str], np.ndarray] | None:
+    """A run's gate × expert matrix of mean gate weights on validation at its best epoch: (gate
+    names, expert labels, matrix with NaN where a gate does not see an expert); ``None`` for a
+    run without gates."""
+    entry = best_entry(record)
+    if entry is None or not entry["gates"]:
+        return None
+    stats, labels = entry["gates"], record["gates"].get("experts_of") or {}
+    names = list(stats)
+    of = {n: labels.get(n) or [f"expert {i}" for i in range(len(stats[n]["mean"]))] for n in names}
+    # the widest gate first (PLE's shared gate sees every expert of its level), so columns keep its order
+    columns = list(dict.fromkeys(label for n in sorted(names, key=lambda n: -len(of[n])) for label in of[n]))
+    matrix = np.full((len(names), len(columns)), np.nan)
+    for g, name in enumerate(names):
+        for label, value in zip(of[name], stats[name]["mean"]):
+            matrix[g, columns.index(label)] = value
+    return names, columns, matrix
