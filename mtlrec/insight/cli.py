@@ -26,8 +26,8 @@ import argparse
 import json
 import sys
 import warnings
-from functools import lru_cache
 from collections.abc import Sequence
+from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
@@ -163,8 +163,8 @@ def importance_section(model: str, runs: list[dict], top: int) -> tuple[str, dic
     if len(order) > top:
         rest = {s: sum(spec[g] == s for g in order[top:]) for s in set(spec[g] for g in order[top:])}
         lines.append("")
-        lines.append(f"{len(order) - top} more inputs below these: " + ", ".join(f"{n} {s}" for s, n in sorted(rest.items()))
-                     + " (all in explain.json).")
+        tally = ", ".join(f"{n} {s}" for s, n in sorted(rest.items()))
+        lines.append(f"{len(order) - top} more inputs below these: {tally} (all in explain.json).")
     counts = {s: sum(v == s for v in spec.values()) for s in ["shared", *tasks, "several", "none"]}
     lines += ["", "Inputs that matter (Δ > 2 std and > 5 % of the task's largest Δ): "
               + ", ".join(f"{k}: {v}" for k, v in counts.items() if v) + ".", ""]
@@ -198,7 +198,7 @@ def gates_section(model: str, runs: list[dict]) -> tuple[str, dict | None]:
     if layers:
         lines += ["", "Expert-collapse check (the largest correlation between two experts' outputs on a validation "
                   "batch at the best epoch; ≥ 0.99 counts as collapsed): "
-                  + "; ".join(f"{layer} {_pm(float(np.mean(v)), float(np.std(v, ddof=1)) if len(v) > 1 else 0.0, len(v), 3)}"
+                  + "; ".join(f"{layer} {_pm(*mean_by([(layer, x) for x in v])[layer], digits=3)}"
                               for layer, v in layers.items())
                   + (". Collapsed: " + "; ".join(collapsed) if collapsed else ". No collapsed pair.")]
     return "\n".join(lines) + "\n", {"names": names, "experts": experts, "matrix": matrix}

@@ -114,8 +114,9 @@ def summarise(result: Mapping[str, Any]) -> dict[str, dict[str, dict[str, float]
         out[name] = {}
         for task, values in tasks.items():
             m, lo = np.asarray(values["metric"]), np.asarray(values["loss"])
-            out[name][task] = {"metric_mean": float(m.mean()), "metric_std": float(m.std(ddof=1)) if len(m) > 1 else 0.0,
-                               "loss_mean": float(lo.mean()), "loss_std": float(lo.std(ddof=1)) if len(lo) > 1 else 0.0}
+            spread = (lambda x: float(x.std(ddof=1)) if len(x) > 1 else 0.0)  # noqa: E731
+            out[name][task] = {"metric_mean": float(m.mean()), "metric_std": spread(m),
+                               "loss_mean": float(lo.mean()), "loss_std": spread(lo)}
     return out
 
 

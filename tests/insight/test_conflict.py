@@ -76,3 +76,26 @@ def test_tasks_that_share_nothing_have_no_conflict(tmp_path) -> None:
     record, _ = train_in_process(tmp_path / "run", ["arch=single_task", "trainer.max_epochs=1",
                                                     "insight.conflict_every=1", *FAST])
     assert record["conflict"] is None
+
+
+def test_more_than_two_tasks_get_a_pairwise_matrix(tmp_path) -> None:
+    from mtlrec.insight.cli import conflict_section, render
+
+    def run(name, sign):
+        samples = [{"step": s, "cosine": [[1, 0.5, sign * 0.2], [0.5, 1, -0.4], [sign * 0.2, -0.4, 1]],
+                    "norm": [1, 1, 1]} for s in (0, 10)]
+        pairs = {"a~b": {"mean_cosine": 0.5, "share_negative": 0.0}, "a~c": {"mean_cosine": sign * 0.2,
+                                                                            "share_negative": float(sign < 0)},
+                 "b~c": {"mean_cosine": -0.4, "share_negative": 1.0}}
+        return {"name": name, "model": "MMoE", "tasks": ["a", "b", "c"], "relations": [], "test": {},
+                "metric_names": dict.fromkeys("abc", "auc"), "modes": dict.fromkeys("abc", "max"),
+                "gates": None, "experts": None,
+                "conflict": {"every": 10, "tasks": ["a", "b", "c"], "pairs": pairs, "samples": samples}}
+
+    runs = [run("s0", 1), run("s1", -1)]
+    text, found = conflict_section("MMoE", runs)
+    assert "| b~c | -0.400 ± 0.000 (2) | 1.000 ± 0.000 (2) | 2 |" in text
+    assert "| a~c | 0.000 ± 0.283 (2) |" in text
+    assert found["matrix"][0][2] == pytest.approx(0.0) and found["matrix"][1][2] == pytest.approx(-0.4)
+    render(runs, tmp_path)
+    assert (tmp_path / "conflict_matrix_MMoE.png").exists() and (tmp_path / "conflict_MMoE.png").exists()

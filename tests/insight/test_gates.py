@@ -71,7 +71,8 @@ def test_identical_experts_are_flagged_in_a_real_validation_pass(tmp_path) -> No
 
 
 def test_ple_names_the_experts_each_gate_is_over(tmp_path) -> None:
-    record, _ = train_in_process(tmp_path / "run", ["arch=ple", "arch.num_levels=2", "arch.specific_experts=2", "arch.shared_experts=2",
+    record, _ = train_in_process(tmp_path / "run", ["arch=ple", "arch.num_levels=2", "arch.specific_experts=2",
+                                                    "arch.shared_experts=2",
                                                     "trainer.max_epochs=1",
                                                     "data.num_train=400", "console.progress_bar=false"])
     labels = record["gates"]["experts_of"]
