@@ -36,6 +36,10 @@ SMOKE: dict[str, list[str]] = {
     "experiments/grocery_multitask/run.sh": [
         str(GROCERY_FIXTURE), "arch=single_task,mmoe", "seed=0", "trainer.max_epochs=2", "backbone.input_size=32",
     ],
+    "experiments/census_insight/run.sh": [
+        str(CENSUS_FIXTURE), "arch=single_task,shared_bottom,mmoe,ple", "seed=0,1", "trainer.max_epochs=1",
+        "data.loader.batch_size=128", "insight.conflict_every=2",
+    ],
     "experiments/retail_transfer/run.sh": [str(WOMENS_FIXTURE), "data.domain.labelled=10", "trainer.max_epochs=1"],
     "experiments/grocery_transfer/run.sh": [str(GROCERY_FIXTURE), "backbone.input_size=32", "trainer.max_epochs=1"],
     "experiments/gradnorm_toy/run.py": [
@@ -50,11 +54,15 @@ SMOKE_ENV: dict[str, dict[str, str]] = {
     "experiments/retail_transfer/run.sh": {"SEEDS": "0", "ARCHS": "shared_bottom", "SOURCES": "Tops",
                                            "TARGET_EPOCHS": "1"},
     "experiments/grocery_transfer/run.sh": {"SEEDS": "0", "SHOTS": "1"},
+    "experiments/census_insight/run.sh": {"EXPLAIN_ARGS": "--max-rows 300 --repeats 1"},
 }
 # archived runs a smoke run leaves: glob under OUT -> how many
 ARCHIVED = {
     "experiments/retail_transfer/run.sh": {"runs/source/*/results.json": 2, "runs/target/*/results.json": 7},
     "experiments/grocery_transfer/run.sh": {"runs/source/*/results.json": 1, "runs/target/*/results.json": 6},
+    "experiments/census_insight/run.sh": {"runs/*/results.json": 8, "fusion/*/fusion.md": 4,
+                                          "explain/gates_*.png": 2, "explain/conflict_*.png": 3,
+                                          "explain/importance_*.png": 8},
 }
 
 
@@ -85,7 +93,8 @@ EXPECTED_ROW = {"experiments/census_mmoe_table/run.sh": "| 1 | shared_bottom |",
                 "experiments/grocery_multitask/run.sh": "| mmoe |",
                 "experiments/synthetic_correlation/run.sh": "| 0.5 | mmoe |",
                 "experiments/retail_transfer/run.sh": "| shared_bottom | joint_dann |",
-                "experiments/grocery_transfer/run.sh": "| 1 | full_l2sp |"}
+                "experiments/grocery_transfer/run.sh": "| 1 | full_l2sp |",
+                "experiments/census_insight/run.sh": "| mmoe |"}
 
 
 @pytest.mark.parametrize("script", SCRIPTS)
@@ -106,7 +115,7 @@ def test_experiment_script_runs(script: str, tmp_path: Path) -> None:
         assert all(r["finite"] for r in data["runs"])
     else:
         expected = ARCHIVED.get(script, {"runs/*/results.json": 2})
-        archived = sorted(path for pattern in expected for path in out.glob(pattern))
+        archived = sorted(path for pattern in expected if pattern.endswith("results.json") for path in out.glob(pattern))
         assert {pattern: len(list(out.glob(pattern))) for pattern in expected} == expected
         for path in archived:
             record = json.loads(path.read_text())
@@ -119,6 +128,10 @@ def test_experiment_script_runs(script: str, tmp_path: Path) -> None:
         if script == "experiments/retail_transfer/run.sh":  # the probe's table and the measured gains
             probe = (out / "PROBE.md").read_text()
             assert "| Tops |" in probe and "Spearman" in probe
+        if script == "experiments/census_insight/run.sh":  # every generated part made it into RESULTS.md
+            for part in ("MMoE: gate utilisation", "PLE: task-gradient conflict", "SharedBottom: permutation importance",
+                         "### Task relations", "Gain over single-task", "### sb_mmoe_ple_seed0", "| stacking |"):
+                assert part in results, part
         if script == "experiments/grocery_transfer/run.sh":  # the source's backbone reached the target arms
             source = json.loads(next(out.glob("runs/source/*/results.json")).read_text())
             assert source["backbone_file"] == "backbone.pth"
