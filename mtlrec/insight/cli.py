@@ -212,12 +212,17 @@ def conflict_section(model: str, runs: list[dict]) -> tuple[str, dict | None]:
     pairs = list(sampled[0]["conflict"]["pairs"])
     lines = [f"#### {model}: task-gradient conflict (cosine of the task losses' gradients on the shared parameters, "
              f"every {sampled[0]['conflict']['every']} steps; mean over {len(sampled)} run(s))", "",
-             "| pair | mean cosine | share of samples < 0 | samples per run |", "|:--|--:|--:|--:|"]
+             "| pair | mean cosine | share of samples < 0 | gradient norm ratio (median) | samples per run |",
+             "|:--|--:|--:|--:|--:|"]
     for pair in pairs:
+        a, b = (tasks.index(t) for t in pair.split("~"))
         cos = mean_by([(pair, r["conflict"]["pairs"][pair]["mean_cosine"]) for r in sampled])[pair]
         neg = mean_by([(pair, r["conflict"]["pairs"][pair]["share_negative"]) for r in sampled])[pair]
+        # ‖g_a‖/‖g_b‖: which task's gradient dominates the shared update (median over a run's samples)
+        ratio = mean_by([(pair, float(np.median([s["norm"][a] / max(s["norm"][b], 1e-30)
+                                                 for s in r["conflict"]["samples"]]))) for r in sampled])[pair]
         count = int(np.median([len(r["conflict"]["samples"]) for r in sampled]))
-        lines.append(f"| {pair} | {_pm(*cos, digits=3)} | {_pm(*neg, digits=3)} | {count} |")
+        lines.append(f"| {pair} | {_pm(*cos, digits=3)} | {_pm(*neg, digits=3)} | {_pm(*ratio, digits=2)} | {count} |")
     curves = {pair: [([s["step"] for s in r["conflict"]["samples"]],
                       [s["cosine"][tasks.index(pair.split("~")[0])][tasks.index(pair.split("~")[1])]
                        for s in r["conflict"]["samples"]]) for r in sampled] for pair in pairs}

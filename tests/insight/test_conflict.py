@@ -83,7 +83,7 @@ def test_more_than_two_tasks_get_a_pairwise_matrix(tmp_path) -> None:
 
     def run(name, sign):
         samples = [{"step": s, "cosine": [[1, 0.5, sign * 0.2], [0.5, 1, -0.4], [sign * 0.2, -0.4, 1]],
-                    "norm": [1, 1, 1]} for s in (0, 10)]
+                    "norm": [1, 1, 2]} for s in (0, 10)]
         pairs = {"a~b": {"mean_cosine": 0.5, "share_negative": 0.0}, "a~c": {"mean_cosine": sign * 0.2,
                                                                             "share_negative": float(sign < 0)},
                  "b~c": {"mean_cosine": -0.4, "share_negative": 1.0}}
@@ -94,7 +94,7 @@ def test_more_than_two_tasks_get_a_pairwise_matrix(tmp_path) -> None:
 
     runs = [run("s0", 1), run("s1", -1)]
     text, found = conflict_section("MMoE", runs)
-    assert "| b~c | -0.400 ± 0.000 (2) | 1.000 ± 0.000 (2) | 2 |" in text
+    assert "| b~c | -0.400 ± 0.000 (2) | 1.000 ± 0.000 (2) | 0.50 ± 0.00 (2) | 2 |" in text
     assert "| a~c | 0.000 ± 0.283 (2) |" in text
     assert found["matrix"][0][2] == pytest.approx(0.0) and found["matrix"][1][2] == pytest.approx(-0.4)
     render(runs, tmp_path)
