@@ -35,16 +35,29 @@ for results in sorted(Path(sweep).glob("*/results.json")):
         print(results.parent)
 PY
 }
-mapfile -t everything < <(for arch in SingleTask SharedBottom MMoE PLE; do runs_of "$arch"; done)
+# runs_into NAME ARCH [SEED...]: the array NAME, filled by runs_of, or stop (a process substitution's
+# failure would not stop the script by itself)
+runs_into() {
+  local -n into=$1
+  shift
+  local listed
+  listed=$(runs_of "$@")
+  mapfile -t into <<< "$listed"
+  if [ -z "$listed" ]; then echo "no complete $* runs in $sweep" >&2; exit 1; fi
+}
+# explain and fuse read the sweep's folders: they need the best checkpoints, which the archive leaves out
+everything=()
+for arch in SingleTask SharedBottom MMoE PLE; do runs_into these "$arch"; everything+=("${these[@]}"); done
 read -r -a explain_args <<< "${EXPLAIN_ARGS:---max-rows 20000 --repeats 3}"
 mtlrec-explain "${everything[@]}" "${explain_args[@]}" --out "$out/explain" > /dev/null
 
-mapfile -t mmoe < <(runs_of MMoE)
+runs_into mmoe MMoE
 mtlrec-fuse "${mmoe[@]}" --out "$out/fusion/mmoe_all_seeds" > /dev/null
-mtlrec-fuse "${mmoe[@]:0:3}" --out "$out/fusion/mmoe_3_seeds" > /dev/null
-seeds=$(for run in "${mmoe[@]:0:3}"; do python -c "import json,sys; print(json.load(open(sys.argv[1]))['config']['seed'])" "$run/results.json"; done)
-for seed in $seeds; do
-  mapfile -t mixed < <(for arch in SharedBottom MMoE PLE; do runs_of "$arch" "$seed"; done)
+runs_into mmoe3 MMoE 0 1 2
+mtlrec-fuse "${mmoe3[@]}" --out "$out/fusion/mmoe_3_seeds" > /dev/null
+for seed in 0 1 2; do
+  mixed=()
+  for arch in SharedBottom MMoE PLE; do runs_into these "$arch" "$seed"; mixed+=("${these[@]}"); done
   mtlrec-fuse "${mixed[@]}" --out "$out/fusion/sb_mmoe_ple_seed$seed" > /dev/null
 done
 

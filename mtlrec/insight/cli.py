@@ -105,7 +105,13 @@ def explain_run(run: str | Path, split: str = "val", repeats: int = 5, max_rows:
                                          chosen, repeats=repeats, seed=seed, split=split)
         result["importance"] = {"baseline": raw["baseline"], "repeats": repeats, "groups": raw["groups"],
                                 "summary": imp.summarise(raw)}
-    matrix = gate_stats.utilisation(record)
+    try:  # the current architecture's expert names (a run from before they were stored has none)
+        matrix = gate_stats.utilisation(record, scorer.architecture.gate_expert_labels())
+    except (KeyError, TypeError) as err:
+        raise ExplainError(f"{run}: results.json holds gate statistics in an older layout ({err}); train the run "
+                           f"again to explain its gates") from err
+    if record.get("gates") and matrix is None:
+        raise ExplainError(f"{run}: results.json has no gate statistics of its best epoch {record.get('best_epoch')}")
     if matrix is not None:
         names, experts, values = matrix
         entry = gate_stats.best_entry(record)
@@ -153,12 +159,14 @@ def importance_section(model: str, runs: list[dict], top: int) -> tuple[str, dic
     lines = [f"#### {model}: permutation importance on {runs[0]['split']} ({len(runs)} run(s), "
              f"{runs[0]['rows']:,} rows; mean ± std {spread})", "",
              "Baseline: " + ", ".join(f"{t} {metric[t]} {_pm(*base[t])}" for t in tasks) + ". "
-             "Each cell: the drop in the task's metric when the input is permuted (higher: the model relies "
-             "on it more).", "",
-             "| input | " + " | ".join(f"{t}: Δ{metric[t]}" for t in tasks) + " | matters to |",
-             "|:--|" + "--:|" * len(tasks) + ":--|"]
+             "Δmetric: how much worse the task's metric gets when the input is permuted (a drop for a metric to "
+             "maximise, a rise for one to minimise; higher: the model relies on it more); Δloss: the rise of the "
+             "task's loss.", "",
+             "| input | " + " | ".join(f"{t}: Δ{metric[t]} | {t}: Δloss" for t in tasks) + " | matters to |",
+             "|:--|" + "--:|" * (2 * len(tasks)) + ":--|"]
     for g in order[:top]:
-        cells = [f"{merged[g][t]['metric_mean']:.4f} ± {merged[g][t]['metric_std']:.4f}" for t in tasks]
+        cells = [f"{merged[g][t]['metric_mean']:.4f} ± {merged[g][t]['metric_std']:.4f} | "
+                 f"{merged[g][t]['loss_mean']:.4f} ± {merged[g][t]['loss_std']:.4f}" for t in tasks]
         lines.append(f"| {g} | " + " | ".join(cells) + f" | {spec[g]} |")
     if len(order) > top:
         rest = {s: sum(spec[g] == s for g in order[top:]) for s in set(spec[g] for g in order[top:])}
@@ -181,7 +189,8 @@ def gates_section(model: str, runs: list[dict]) -> tuple[str, dict | None]:
         warnings.simplefilter("ignore", RuntimeWarning)
         matrix = np.nanmean(np.stack([np.asarray(r["gates"]["matrix"], dtype=float) for r in same]), axis=0)
     entropy = {n: mean_by([(n, r["gates"]["entropy_share"][n]) for r in same])[n] for n in names}
-    lines = [f"#### {model}: gate utilisation (validation, best epoch; mean over {len(same)} run(s))", "",
+    left_out = f" of {len(with_gates)}, those with this gate layout" if len(same) < len(with_gates) else ""
+    lines = [f"#### {model}: gate utilisation (validation, best epoch; mean over {len(same)} run(s){left_out})", "",
              "Each row: a gate's mean weight on each expert it mixes (·: an expert it does not see; the "
              "experts are those of the gate's own level), and its mean entropy as a share of log E.", "",
              "| gate | " + " | ".join(experts) + " | entropy / log E |", "|:--|" + "--:|" * (len(experts) + 1)]
@@ -210,23 +219,39 @@ def conflict_section(model: str, runs: list[dict]) -> tuple[str, dict | None]:
         return "", None
     tasks = sampled[0]["conflict"]["tasks"]
     pairs = list(sampled[0]["conflict"]["pairs"])
-    lines = [f"#### {model}: task-gradient conflict (cosine of the task losses' gradients on the shared parameters, "
+    where = {"above_encoder": "the shared parameters above the input encoder",
+             "encoder": "the input encoder (the only shared parameters: the cosine mostly says which categories the "
+                        "tasks' rows share)"}.get(sampled[0]["conflict"].get("parameters"), "the shared parameters")
+    lines = [f"#### {model}: task-gradient conflict (cosine of the task losses' gradients on {where}, "
              f"every {sampled[0]['conflict']['every']} steps; mean over {len(sampled)} run(s))", "",
-             "| pair | mean cosine | share of samples < 0 | gradient norm ratio (median) | samples per run |",
+             "| pair a~b | mean cosine | share of samples < 0 | ‖g_a‖ / ‖g_b‖ (median over samples) "
+             "| samples per run |",
              "|:--|--:|--:|--:|--:|"]
     for pair in pairs:
         a, b = (tasks.index(t) for t in pair.split("~"))
-        cos = mean_by([(pair, r["conflict"]["pairs"][pair]["mean_cosine"]) for r in sampled])[pair]
-        neg = mean_by([(pair, r["conflict"]["pairs"][pair]["share_negative"]) for r in sampled])[pair]
-        # ‖g_a‖/‖g_b‖: which task's gradient dominates the shared update (median over a run's samples)
-        ratio = mean_by([(pair, float(np.median([s["norm"][a] / max(s["norm"][b], 1e-30)
-                                                 for s in r["conflict"]["samples"]]))) for r in sampled])[pair]
+        cos = mean_by([(pair, r["conflict"]["pairs"][pair]["mean_cosine"]) for r in sampled]).get(pair)
+        neg = mean_by([(pair, r["conflict"]["pairs"][pair]["share_negative"]) for r in sampled]).get(pair)
+        # ‖g_a‖/‖g_b‖: which task's gradient dominates the shared update (median over a run's samples
+        # where both gradients are non-zero)
+        ratios = [[s["norm"][a] / s["norm"][b] for s in r["conflict"]["samples"]
+                   if s["norm"][a] > 0 and s["norm"][b] > 0] for r in sampled]
+        ratio = mean_by([(pair, float(np.median(v)) if v else None) for v in ratios]).get(pair)
         count = int(np.median([len(r["conflict"]["samples"]) for r in sampled]))
-        lines.append(f"| {pair} | {_pm(*cos, digits=3)} | {_pm(*neg, digits=3)} | {_pm(*ratio, digits=2)} | {count} |")
-    curves = {pair: [([s["step"] for s in r["conflict"]["samples"]],
-                      [s["cosine"][tasks.index(pair.split("~")[0])][tasks.index(pair.split("~")[1])]
-                       for s in r["conflict"]["samples"]]) for r in sampled] for pair in pairs}
-    matrix = np.mean([np.mean([s["cosine"] for s in r["conflict"]["samples"]], axis=0) for r in sampled], axis=0)
+        cells = [_pm(*c, digits=d) if c else "–" for c, d in ((cos, 3), (neg, 3), (ratio, 2))]
+        lines.append(f"| {pair} | " + " | ".join(cells) + f" | {count} |")
+    def cosine(s, i, j) -> float:
+        value = s["cosine"][i][j]
+        return float("nan") if value is None else value
+
+    curves = {}
+    for pair in pairs:
+        i, j = (tasks.index(t) for t in pair.split("~"))
+        curves[pair] = [([s["step"] for s in r["conflict"]["samples"]],
+                         [cosine(s, i, j) for s in r["conflict"]["samples"]]) for r in sampled]
+    with warnings.catch_warnings():  # a pair without a defined cosine stays NaN
+        warnings.simplefilter("ignore", RuntimeWarning)
+        matrix = np.nanmean([np.nanmean([[[cosine(s, i, j) for j in range(len(tasks))] for i in range(len(tasks))]
+                                         for s in r["conflict"]["samples"]], axis=0) for r in sampled], axis=0)
     return "\n".join(lines) + "\n", {"tasks": tasks, "curves": curves, "matrix": matrix}
 
 
@@ -277,16 +302,25 @@ def render(results: Sequence[dict], out: Path | None, top: int = 15) -> tuple[st
             parts.append(text)
             entry["importance"] = merged
             if out is not None:
-                for t in merged["merged"][next(iter(merged["merged"]))]:
+                tasks = list(merged["merged"][next(iter(merged["merged"]))])
+                for t in tasks:
                     plots.plot_importance(merged["merged"], t, runs[0]["metric_names"][t], out,
-                                          f"importance_{model}_{t}")
+                                          f"importance_{model}_{t}", spread="runs" if len(runs) > 1 else "permutations")
+                plots.plot_feature_task(merged["merged"], tasks, f"{model}: share of each task's importance", out,
+                                        f"importance_matrix_{model}", top=top)
         text, gates = gates_section(model, runs)
         if text:
             parts.append(text)
             entry["gates"] = {k: (v.tolist() if isinstance(v, np.ndarray) else v) for k, v in gates.items()}
             if out is not None:
                 plots.plot_utilisation(gates["matrix"], gates["names"], gates["experts"],
-                                       f"{model}: mean gate weight per expert (validation)", out, f"gates_{model}")
+                                       f"{model}: mean gate weight per expert (validation; mean of {len(runs)} runs)",
+                                       out, f"gates_{model}")
+                for r in runs:  # and one per run
+                    if r["gates"]:
+                        plots.plot_utilisation(np.asarray(r["gates"]["matrix"], dtype=float), r["gates"]["names"],
+                                               r["gates"]["experts"], f"{r['name']}: mean gate weight per expert",
+                                               out / "runs", f"gates_{r['name']}")
         text, conflict = conflict_section(model, runs)
         if text:
             parts.append(text)

@@ -38,20 +38,29 @@ def task_gradients(losses: Mapping[str, Tensor], params: Sequence[nn.Parameter])
 
 
 def conflict(gradients: Tensor) -> tuple[Tensor, Tensor]:
-    """``[T, P]`` gradients -> (``[T, T]`` cosine similarities, ``[T]`` norms)."""
+    """``[T, P]`` gradients -> (``[T, T]`` cosine similarities, ``[T]`` norms). A task whose
+    gradient is zero (e.g. a batch without a row of its sample space) has no direction: its
+    cosines are NaN, and the summaries skip them."""
     g = gradients.float()
     norms = g.norm(dim=1)
-    cosine = (g @ g.T) / (norms[:, None] * norms[None, :]).clamp_min(1e-30)
+    product = norms[:, None] * norms[None, :]
+    cosine = torch.where(product > 0, (g @ g.T) / product.clamp_min(1e-30), torch.full_like(product, float("nan")))
     return cosine, norms
+
+
+def _digits(value: float) -> float:
+    """Six significant digits (gradient norms can be 1e-7 and smaller)."""
+    return float(f"{value:.6g}")
 
 
 class GradientConflict:
     """Samples the conflict of ``tasks`` on ``params`` every ``every`` optimizer steps."""
 
-    def __init__(self, tasks: Sequence[str], params: Sequence[nn.Parameter], every: int):
+    def __init__(self, tasks: Sequence[str], params: Sequence[nn.Parameter], every: int,
+                 where: str = "above_encoder"):
         if isinstance(every, bool) or not isinstance(every, int) or every < 0:
             raise ValueError(f"insight.conflict_every={every!r}: give a number of optimizer steps (0: off)")
-        self.tasks, self.params, self.every = list(tasks), list(params), every
+        self.tasks, self.params, self.every, self.where = list(tasks), list(params), every, where
         self._pending: list[tuple[int, Tensor, Tensor]] = []
         self.history: list[dict] = []  # {"step", "cosine": [[T×T]], "norm": [T]}
 
@@ -63,12 +72,29 @@ class GradientConflict:
         self._pending.append((step, cosine.detach(), norms.detach()))
         return cosine, norms
 
+    def epoch_means(self) -> dict[str, Tensor]:
+        """Each pair's mean cosine over the samples not yet flushed (on the device), for the logger."""
+        if not self._pending:
+            return {}
+        stacked = torch.stack([cosine for _, cosine, _ in self._pending])
+        return {f"{a}~{self.tasks[j]}": stacked[:, i, j].nanmean() for i, a in enumerate(self.tasks)
+                for j in range(i + 1, len(self.tasks))}
+
+    def _converted(self) -> list[dict]:
+        def cell(v: Tensor) -> float | None:
+            return None if v.isnan() else round(float(v), 6)
+
+        return [{"step": step, "cosine": [[cell(v) for v in row] for row in cosine.cpu()],
+                 "norm": [_digits(float(v)) for v in norms.cpu()]} for step, cosine, norms in self._pending]
+
     def flush(self) -> None:
         """Move the samples of the epoch to :attr:`history` (one host transfer)."""
-        for step, cosine, norms in self._pending:
-            self.history.append({"step": step, "cosine": [[round(float(v), 6) for v in row] for row in cosine.cpu()],
-                                 "norm": [round(float(v), 8) for v in norms.cpu()]})
+        self.history += self._converted()
         self._pending = []
+
+    def snapshot(self) -> list[dict]:
+        """Every sample so far, the epoch's unflushed ones included (what a checkpoint keeps)."""
+        return self.history + self._converted()
 
     def summary(self) -> dict | None:
         """What results.json stores: the tasks, the samples, and each pair's mean cosine."""
@@ -77,14 +103,21 @@ class GradientConflict:
         pairs = {}
         for i, a in enumerate(self.tasks):
             for j in range(i + 1, len(self.tasks)):
-                values = [h["cosine"][i][j] for h in self.history]
-                pairs[f"{a}~{self.tasks[j]}"] = {"mean_cosine": round(sum(values) / len(values), 6),
-                                                 "share_negative": round(sum(v < 0 for v in values) / len(values), 6)}
-        return {"every": self.every, "tasks": self.tasks, "pairs": pairs, "samples": self.history}
+                values = [h["cosine"][i][j] for h in self.history if h["cosine"][i][j] is not None]
+                pairs[f"{a}~{self.tasks[j]}"] = {
+                    "mean_cosine": round(sum(values) / len(values), 6) if values else None,
+                    "share_negative": round(sum(v < 0 for v in values) / len(values), 6) if values else None,
+                    "samples": len(values)}
+        return {"every": self.every, "tasks": self.tasks, "parameters": self.where,
+                "num_parameters": sum(p.numel() for p in self.params), "pairs": pairs, "samples": self.history}
 
 
-def conflict_parameters(shared: Sequence[nn.Parameter], encoder: Sequence[nn.Parameter]) -> list[nn.Parameter]:
-    """The shared parameters above the encoder, or the encoder's when nothing else is shared."""
+def conflict_parameters(shared: Sequence[nn.Parameter], encoder: Sequence[nn.Parameter]
+                        ) -> tuple[list[nn.Parameter], str]:
+    """(The shared parameters above the encoder, ``"above_encoder"``), or, when nothing else is
+    shared (ESMM, AITM: the tasks share only their inputs), (the encoder's, ``"encoder"``): then
+    each sample is a dense gradient of the embedding tables, and the cosine mostly says which
+    categories the tasks' rows share; the summary and the table name which it is."""
     below = {id(p) for p in encoder}
     above = [p for p in shared if id(p) not in below]
-    return above or list(shared)
+    return (above, "above_encoder") if above else (list(shared), "encoder")

@@ -54,17 +54,35 @@ class GateStatistics:
         return out
 
 
+DEAD = 1e-6  # an expert whose centred output has less norm (per element) than this is constant
+
+
+def _centred(expert_outputs: Tensor) -> Tensor:
+    """``[E, B·U]``: each expert's outputs with each unit's mean over the batch removed."""
+    x = expert_outputs.detach().float()
+    x = x - x.mean(0, keepdim=True)
+    return x.permute(1, 0, 2).reshape(x.shape[1], -1)
+
+
 def expert_similarity(expert_outputs: Tensor) -> Tensor:
     """``[B, E, U]`` outputs of E experts on one batch -> ``[E, E]`` cosine similarity of each pair's
     *centred* outputs (each unit's mean over the batch removed, then flattened over the batch: a
     Pearson correlation). Centred, because ReLU experts' outputs are all ≥ 0, so their raw cosine
     is high for any two experts (measured: 0.76–0.95 between distinct PLE experts after one
-    epoch); identical experts still give 1."""
-    x = expert_outputs.detach().float()
-    x = x - x.mean(0, keepdim=True)
-    flat = x.permute(1, 0, 2).reshape(x.shape[1], -1)
-    flat = torch.nn.functional.normalize(flat, dim=1)
-    return flat @ flat.T
+    epoch); identical experts still give 1. Two *constant* experts (dead ReLUs: the same output
+    for every row) have nothing left after centring: they count as identical (1), and a constant
+    expert against a varying one as unrelated (0)."""
+    flat = _centred(expert_outputs)
+    dead = dead_experts(expert_outputs)
+    similarity = torch.nn.functional.normalize(flat, dim=1) @ torch.nn.functional.normalize(flat, dim=1).T
+    both = dead[:, None] & dead[None, :]
+    return torch.where(both, torch.ones_like(similarity), similarity)
+
+
+def dead_experts(expert_outputs: Tensor) -> Tensor:
+    """``[E]`` bool: experts whose output does not vary over the batch."""
+    flat = _centred(expert_outputs)
+    return flat.norm(dim=1) <= DEAD * (flat.shape[1] ** 0.5)
 
 
 def collapsed_pairs(similarity: Tensor, threshold: float = 0.99) -> list[tuple[int, int]]:
@@ -73,13 +91,16 @@ def collapsed_pairs(similarity: Tensor, threshold: float = 0.99) -> list[tuple[i
     return [(i, j) for i in range(e) for j in range(i + 1, e) if float(similarity[i, j]) >= threshold]
 
 
-def expert_report(similarity: Tensor, threshold: float = 0.99) -> dict:
-    """What results.json keeps of one expert layer's similarity matrix."""
+def expert_report(expert_outputs: Tensor, threshold: float = 0.99) -> dict:
+    """What results.json keeps of one expert layer's outputs on a batch: the similarity matrix, its
+    largest off-diagonal value, the collapsed pairs and the constant ("dead") experts."""
+    similarity = expert_similarity(expert_outputs)
     e = similarity.shape[0]
     off = [float(similarity[i, j]) for i in range(e) for j in range(i + 1, e)]
     return {"similarity": [[round(float(v), 6) for v in row] for row in similarity.cpu()],
             "max_similarity": round(max(off), 6) if off else None,
-            "collapsed": [list(pair) for pair in collapsed_pairs(similarity, threshold)]}
+            "collapsed": [list(pair) for pair in collapsed_pairs(similarity, threshold)],
+            "dead": [int(i) for i in torch.nonzero(dead_experts(expert_outputs)).flatten()]}
 
 
 class ExpertCapture:
@@ -109,7 +130,7 @@ class ExpertCapture:
 
     def report(self, threshold: float = 0.99) -> dict[str, dict]:
         self.remove()
-        return {name: expert_report(expert_similarity(out), threshold) for name, out in self.outputs.items()}
+        return {name: expert_report(out, threshold) for name, out in self.outputs.items()}
 
 
 
@@ -119,17 +140,23 @@ def best_entry(record: dict) -> dict | None:
     if not gates or not gates.get("per_epoch"):
         return None
     entries = gates["per_epoch"]
-    return next((e for e in entries if e.get("epoch") == record.get("best_epoch")), entries[-1])
+    best = record.get("best_epoch")
+    if best is None:
+        return entries[-1]
+    return next((e for e in entries if e.get("epoch") == best), None)
 
 
-def utilisation(record: dict) -> tuple[list[str], list[str], np.ndarray] | None:
+def utilisation(record: dict, labels: dict[str, list[str]] | None = None
+                ) -> tuple[list[str], list[str], np.ndarray] | None:
     """A run's gate × expert matrix of mean gate weights on validation at its best epoch: (gate
     names, expert labels, matrix with NaN where a gate does not see an expert); ``None`` for a
-    run without gates."""
+    run without gates. ``labels``: the architecture's :meth:`gate_expert_labels` (default: the
+    ones the run stored)."""
     entry = best_entry(record)
-    if entry is None or not entry["gates"]:
+    if entry is None or not entry.get("gates"):
         return None
-    stats, labels = entry["gates"], record["gates"].get("experts_of") or {}
+    stats = entry["gates"]
+    labels = labels if labels is not None else record["gates"].get("experts_of") or {}
     names = list(stats)
     of = {n: labels.get(n) or [f"expert {i}" for i in range(len(stats[n]["mean"]))] for n in names}
     # the widest gate first (PLE's shared gate sees every expert of its level), so columns keep its order

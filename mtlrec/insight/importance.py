@@ -69,7 +69,14 @@ def check_groups(groups: Mapping[str, Sequence[str]], schema) -> dict[str, list[
     unknown = sorted({c for cols in groups.values() for c in cols} - set(inputs))
     if unknown:
         raise ValueError(f"--group: {unknown} are not inputs of this run; its inputs are {inputs}")
-    grouped = {c for cols in groups.values() for c in cols}
+    listed = [c for cols in groups.values() for c in cols]
+    twice = sorted({c for c in listed if listed.count(c) > 1})
+    if twice:
+        raise ValueError(f"--group: {twice} are in more than one group; put each input in one group")
+    clash = sorted(name for name, cols in groups.items() if name in inputs and list(cols) != [name])
+    if clash:
+        raise ValueError(f"--group: the group name(s) {clash} are also inputs of this run; name the group otherwise")
+    grouped = set(listed)
     return {**{name: list(cols) for name, cols in groups.items()}, **{c: [c] for c in inputs if c not in grouped}}
 
 

@@ -22,8 +22,9 @@ def _figure(width: float, height: float) -> Figure:
 
 
 def plot_importance(summary: Mapping[str, Mapping[str, Mapping[str, float]]], task: str, metric: str,
-                    out_dir: str | os.PathLike, stem: str, top: int = 20) -> list[Path]:
-    """Horizontal bars: the ``top`` groups by mean Δmetric for ``task``, ± one std over repeats."""
+                    out_dir: str | os.PathLike, stem: str, top: int = 20, spread: str = "permutations") -> list[Path]:
+    """Horizontal bars: the ``top`` groups by mean Δmetric for ``task``, ± one std (over the
+    model's runs, or over one run's permutations: ``spread``)."""
     ranked = sorted(summary, key=lambda g: summary[g][task]["metric_mean"], reverse=True)[:top]
     means = [summary[g][task]["metric_mean"] for g in ranked]
     stds = [summary[g][task]["metric_std"] for g in ranked]
@@ -33,7 +34,7 @@ def plot_importance(summary: Mapping[str, Mapping[str, Mapping[str, float]]], ta
     ax.set_yticks(range(len(ranked)), ranked)
     ax.invert_yaxis()
     ax.axvline(0.0, color="#999999", linewidth=0.8)
-    ax.set_xlabel(f"{task}: drop in {metric} when permuted")
+    ax.set_xlabel(f"{task}: how much worse {metric} gets when the input is permuted (± std over {spread})")
     return save_figure(fig, out_dir, file_stem(stem))
 
 
@@ -90,4 +91,26 @@ def plot_pair_matrix(matrix: np.ndarray, tasks: Sequence[str], title: str, out_d
     ax.set_yticks(range(len(tasks)), tasks)
     ax.set_title(title, fontsize=9)
     fig.colorbar(image, ax=ax, label="mean cosine")
+    return save_figure(fig, out_dir, file_stem(stem))
+
+
+def plot_feature_task(summary: Mapping[str, Mapping[str, Mapping[str, float]]], tasks: Sequence[str], title: str,
+                      out_dir: str | os.PathLike, stem: str, top: int = 20) -> list[Path]:
+    """The feature × task matrix: each input's share of each task's total (positive) importance, for
+    the ``top`` inputs by their largest share; an input that matters to one task lights one column."""
+    positive = {g: [max(summary[g][t]["metric_mean"], 0.0) for t in tasks] for g in summary}
+    totals = np.array([sum(positive[g][k] for g in positive) for k in range(len(tasks))])
+    share = {g: np.array(v) / np.where(totals > 0, totals, 1.0) for g, v in positive.items()}
+    ranked = sorted(share, key=lambda g: -share[g].max())[:top]
+    matrix = np.stack([share[g] for g in ranked]) if ranked else np.zeros((0, len(tasks)))
+    fig = _figure(1.2 * len(tasks) + 3.0, 0.3 * len(ranked) + 1.5)
+    ax = fig.add_subplot()
+    image = ax.imshow(matrix, cmap="viridis", vmin=0.0, aspect="auto")
+    for (i, k), value in np.ndenumerate(matrix):
+        ax.text(k, i, f"{value:.2f}", ha="center", va="center", fontsize=7,
+                color="white" if value < 0.6 * max(float(matrix.max()), 1e-9) else "black")
+    ax.set_xticks(range(len(tasks)), tasks)
+    ax.set_yticks(range(len(ranked)), ranked, fontsize=8)
+    ax.set_title(title, fontsize=9)
+    fig.colorbar(image, ax=ax, label="share of the task's importance")
     return save_figure(fig, out_dir, file_stem(stem))

@@ -68,9 +68,8 @@ class MultiTaskModule(L.LightningModule):
         counts = dict(labelled_counts or {t: 1 for t in schema.task_names})
         shared = architecture.shared_model()
         # task-gradient conflict on the shared parameters, every k steps (insight.conflict_every)
-        self.conflict = GradientConflict(self.trained_tasks, conflict_parameters(shared.shared_parameters,
-                                                                                 shared.encoder_parameters),
-                                         conflict_every)
+        measured, where = conflict_parameters(shared.shared_parameters, shared.encoder_parameters)
+        self.conflict = GradientConflict(self.trained_tasks, measured, conflict_every, where)
         self.weighting.setup(
             self.trained_tasks, shared, {t: counts[t] for t in self.trained_tasks if t in counts},
             task_kinds={t.name: t.kind for t in schema.tasks if t.name in self.trained_tasks},
@@ -184,10 +183,7 @@ class MultiTaskModule(L.LightningModule):
         optimizer.zero_grad(set_to_none=True)
         adapted = self._adaptation_gradients(outputs, batch) if self.adaptation is not None else []
         if self.conflict.due(step):  # before the weighting's backward frees the graph
-            cosine, _ = self.conflict.measure(step, losses)
-            tasks = self.conflict.tasks
-            self.log_dict({f"conflict/{a}~{tasks[j]}": cosine[i, j] for i, a in enumerate(tasks)
-                           for j in range(i + 1, len(tasks))}, on_step=True, on_epoch=False)
+            self.conflict.measure(step, losses)
         self.weighting.backward(losses, self.manual_backward, features=outputs.features)
         for param, grad in adapted:
             param.grad = grad if param.grad is None else param.grad + grad
@@ -216,6 +212,8 @@ class MultiTaskModule(L.LightningModule):
                 self._epoch_auxiliary[key] = self._epoch_auxiliary.get(key, 0.0) + value.detach()
 
     def on_train_epoch_end(self) -> None:
+        # the epoch's mean conflict per pair to the logger (each sample is in results.json)
+        self.log_dict({f"conflict/{pair}": value for pair, value in self.conflict.epoch_means().items()})
         self.conflict.flush()
         self.guard.check()  # before a NaN epoch mean reaches the weighting (DWA) or the history
         if not self._epoch_steps:
@@ -232,9 +230,8 @@ class MultiTaskModule(L.LightningModule):
 
     # Per-epoch histories travel in checkpoints, so a resumed run reports its whole trajectory.
     def on_save_checkpoint(self, checkpoint: dict) -> None:
-        self.conflict.flush()
         checkpoint["mtlrec_history"] = {"weights": self.weight_history, "losses": self.loss_history,
-                                         "gates": self.gate_history, "conflict": self.conflict.history}
+                                         "gates": self.gate_history, "conflict": self.conflict.snapshot()}
 
     def on_load_checkpoint(self, checkpoint: dict) -> None:
         # Only a resumed fit takes the histories back. validate()/test() from the best checkpoint
@@ -283,7 +280,8 @@ class MultiTaskModule(L.LightningModule):
         self._log_metrics("val")
         # one entry per training epoch: gate utilisation and the experts' pairwise similarity
         experts = self._experts.report() if self._experts is not None else {}
-        if (self.gate_statistics.sums or experts) and self._fitting_epoch():
+        # gated models only (the collapse check is what makes their gate statistics meaningful)
+        if self.gate_statistics.sums and self._fitting_epoch():
             self.gate_history.append({"epoch": self.current_epoch + 1, "gates": self.gate_statistics.compute(),
                                       "experts": experts})
         self._experts = None

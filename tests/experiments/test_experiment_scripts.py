@@ -37,7 +37,7 @@ SMOKE: dict[str, list[str]] = {
         str(GROCERY_FIXTURE), "arch=single_task,mmoe", "seed=0", "trainer.max_epochs=2", "backbone.input_size=32",
     ],
     "experiments/census_insight/run.sh": [
-        str(CENSUS_FIXTURE), "arch=single_task,shared_bottom,mmoe,ple", "seed=0,1", "trainer.max_epochs=1",
+        str(CENSUS_FIXTURE), "arch=single_task,shared_bottom,mmoe,ple", "seed=0,1,2", "trainer.max_epochs=1",
         "data.loader.batch_size=128", "insight.conflict_every=2",
     ],
     "experiments/retail_transfer/run.sh": [str(WOMENS_FIXTURE), "data.domain.labelled=10", "trainer.max_epochs=1"],
@@ -60,9 +60,9 @@ SMOKE_ENV: dict[str, dict[str, str]] = {
 ARCHIVED = {
     "experiments/retail_transfer/run.sh": {"runs/source/*/results.json": 2, "runs/target/*/results.json": 7},
     "experiments/grocery_transfer/run.sh": {"runs/source/*/results.json": 1, "runs/target/*/results.json": 6},
-    "experiments/census_insight/run.sh": {"runs/*/results.json": 8, "fusion/*/fusion.md": 4,
-                                          "explain/gates_*.png": 2, "explain/conflict_*.png": 3,
-                                          "explain/importance_*.png": 8},
+    "experiments/census_insight/run.sh": {"runs/*/results.json": 12, "fusion/*/fusion.md": 5,
+                                          "explain/gates_*.png": 2, "explain/runs/gates_*.png": 6,
+                                          "explain/conflict_*.png": 3, "explain/importance_*.png": 12},
 }
 
 
@@ -130,7 +130,7 @@ def test_experiment_script_runs(script: str, tmp_path: Path) -> None:
             assert "| Tops |" in probe and "Spearman" in probe
         if script == "experiments/census_insight/run.sh":  # every generated part made it into RESULTS.md
             for part in ("MMoE: gate utilisation", "PLE: task-gradient conflict", "SharedBottom: permutation importance",
-                         "### Task relations", "Gain over single-task", "### sb_mmoe_ple_seed0", "| stacking |"):
+                         "### Task relations", "Gain over single-task", "### sb_mmoe_ple_seed2", "### mmoe_3_seeds", "| stacking |"):
                 assert part in results, part
         if script == "experiments/grocery_transfer/run.sh":  # the source's backbone reached the target arms
             source = json.loads(next(out.glob("runs/source/*/results.json")).read_text())

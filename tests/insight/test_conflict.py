@@ -44,7 +44,8 @@ def test_the_monitor_samples_every_k_steps_and_summarises_the_pairs() -> None:
     monitor.flush()
     assert [h["step"] for h in monitor.history] == [0, 2, 4]
     summary = monitor.summary()
-    assert summary["pairs"]["a~b"] == {"mean_cosine": -1.0, "share_negative": 1.0}
+    assert summary["pairs"]["a~b"] == {"mean_cosine": -1.0, "share_negative": 1.0, "samples": 3}
+    assert summary["parameters"] == "above_encoder" and summary["num_parameters"] == 2
     assert [h["norm"] for h in monitor.history] == [[1.0, 1.0], [1.0, 3.0], [1.0, 5.0]]
     assert not GradientConflict(["a", "b"], [w], every=0).due(0)
     with pytest.raises(ValueError, match="insight.conflict_every=-1"):
@@ -57,8 +58,9 @@ def test_the_shared_parameters_above_the_encoder_are_measured() -> None:
     experts = {id(p) for p in module.architecture.experts.parameters()}
     encoder = {id(p) for p in module.architecture.encoder.parameters()}
     assert measured == experts and not measured & encoder
+    assert module.conflict.where == "above_encoder"
     shared = [nn.Parameter(torch.zeros(1))]
-    assert conflict_parameters(shared, shared) == shared  # nothing above the encoder: the encoder's
+    assert conflict_parameters(shared, shared) == (shared, "encoder")  # nothing above the encoder: the encoder's
 
 
 def test_a_run_samples_conflict_without_changing_what_it_trains(tmp_path) -> None:
@@ -68,8 +70,44 @@ def test_a_run_samples_conflict_without_changing_what_it_trains(tmp_path) -> Non
     assert steps == [0, 3, 6, 9]  # 6 steps per epoch, 2 epochs
     assert off["conflict"] is None
     assert on["metrics"]["test"] == off["metrics"]["test"]  # measuring does not move the model
-    (pair,) = on["conflict"]["pairs"].values()
-    assert -1 <= pair["mean_cosine"] <= 1
+    ((name, pair),) = on["conflict"]["pairs"].items()
+    assert -1 <= pair["mean_cosine"] <= 1 and pair["samples"] == 4
+    # the logger gets each epoch's mean (results.json keeps every sample)
+    import pandas as pd
+
+    logged = pd.read_csv(tmp_path / "on" / "logs" / "metrics.csv")[f"conflict/{name}"].dropna()
+    cos = [s["cosine"][0][1] for s in on["conflict"]["samples"]]
+    assert logged.tolist() == pytest.approx([sum(cos[:2]) / 2, sum(cos[2:]) / 2], abs=1e-5)
+
+
+def test_the_first_sample_of_a_run_equals_a_direct_computation_on_its_first_batch(tmp_path) -> None:
+    """Step 0: the model is still its seeded initialisation and the batch the sampler's first."""
+    from mtlrec.data.table import IndexBatchSampler
+
+    overrides = ["arch=mmoe", "trainer.max_epochs=1", "insight.conflict_every=4", *FAST]
+    record, _ = train_in_process(tmp_path / "run", overrides)
+    module, dm = build_in_process(overrides)
+    train = dm.tables["train"]
+    first = next(iter(IndexBatchSampler(len(train), dm.batch_size, shuffle=True, seed=0)))
+    batch = train[first]
+    losses = module.task_losses(module(batch), batch)
+    cosine, norms = conflict(task_gradients({t: losses[t] for t in module.conflict.tasks}, module.conflict.params))
+    sample = record["conflict"]["samples"][0]
+    assert sample["step"] == 0
+    assert sample["cosine"][0][1] == pytest.approx(float(cosine[0, 1]), abs=1e-5)
+    assert sample["norm"] == pytest.approx([float(v) for v in norms], rel=1e-4)
+
+
+def test_a_task_without_gradient_has_no_cosine() -> None:
+    w = nn.Parameter(torch.tensor([1.0, 2.0]))
+    cosine, norms = conflict(task_gradients({"a": w.sum(), "b": w.sum() * 0.0}, [w]))
+    assert norms[1] == 0 and torch.isnan(cosine[0, 1]) and torch.isnan(cosine[1, 1])
+    monitor = GradientConflict(["a", "b"], [w], every=1)
+    monitor.measure(0, {"a": w.sum(), "b": w.sum() * 0.0})
+    monitor.measure(1, {"a": w.sum(), "b": -w.sum()})
+    monitor.flush()
+    assert monitor.history[0]["cosine"][0][1] is None
+    assert monitor.summary()["pairs"]["a~b"] == {"mean_cosine": -1.0, "share_negative": 1.0, "samples": 1}
 
 
 def test_tasks_that_share_nothing_have_no_conflict(tmp_path) -> None:

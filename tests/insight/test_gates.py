@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import pytest
 import torch
 
@@ -82,12 +83,53 @@ def test_ple_names_the_experts_each_gate_is_over(tmp_path) -> None:
         assert len(labels[name]) == len(stats["mean"]), name
     first = next(n for n in labels if n.startswith("level1/") and n != "level1/shared")
     task = first.split("/", 1)[1]
-    assert labels[first] == [f"{task}/0", f"{task}/1", "shared/0", "shared/1"]
+    assert labels[first] == [f"level1/{task}/0", f"level1/{task}/1", "level1/shared/0", "level1/shared/1"]
     assert len(labels["level0/shared"]) == 2 * len([n for n in labels if n.startswith("level0/")
                                                     and n != "level0/shared"]) + 2
 
 
 def test_an_architecture_without_gates_stores_none(tmp_path) -> None:
     record, _ = train_in_process(tmp_path / "run", ["arch=shared_bottom", "trainer.max_epochs=1",
+                                                    "data.num_train=400", "console.progress_bar=false"])
+    assert record["gates"] is None
+
+
+def test_the_heatmap_keeps_each_level_apart_and_reads_the_best_epoch(tmp_path) -> None:
+    from mtlrec.insight.gates import best_entry, utilisation
+
+    record, _ = train_in_process(tmp_path / "run", ["arch=ple", "arch.num_levels=2", "arch.specific_experts=1",
+                                                    "arch.shared_experts=1", "trainer.max_epochs=3",
+                                                    "data.num_train=400", "console.progress_bar=false"])
+    names, experts, matrix = utilisation(record)
+    tasks = [n.split("/", 1)[1] for n in names if n.startswith("level0/") and n != "level0/shared"]
+    # the widest gate's order first (level 0's shared gate), then the others' in gate order
+    assert experts == [*(f"level0/{t}/0" for t in tasks), "level0/shared/0", f"level1/{tasks[0]}/0",
+                       "level1/shared/0", f"level1/{tasks[1]}/0"]
+    # a level-1 gate sees nothing of level 0; a task gate nothing of the other task's experts
+    row = names.index(f"level1/{tasks[0]}")
+    assert np.isnan(matrix[row, : len(tasks) + 1]).all()
+    assert np.isnan(matrix[row, experts.index(f"level1/{tasks[1]}/0")])
+    assert np.nansum(matrix[row]) == pytest.approx(1.0, abs=1e-4)
+    # the entry of the best epoch, not the last
+    entries = record["gates"]["per_epoch"]
+    for best in (1, 2, 3):
+        assert best_entry({**record, "best_epoch": best}) is entries[best - 1]
+    assert best_entry({**record, "best_epoch": 9}) is None
+
+
+def test_dead_experts_are_reported_and_count_as_collapsed() -> None:
+    from mtlrec.insight.gates import expert_report
+
+    torch.manual_seed(0)
+    outputs = torch.relu(torch.randn(128, 4, 8))
+    outputs[:, 1] = 0.0  # two dead ReLU experts: the same (zero) output for every row
+    outputs[:, 3] = 0.5
+    report = expert_report(outputs)
+    assert report["dead"] == [1, 3] and report["collapsed"] == [[1, 3]]
+    assert report["similarity"][0][1] == 0.0 and report["similarity"][1][1] == 1.0
+
+
+def test_models_without_gates_store_no_gate_record_even_with_expert_layers(tmp_path) -> None:
+    record, _ = train_in_process(tmp_path / "run", ["arch=cross_stitch", "trainer.max_epochs=1",
                                                     "data.num_train=400", "console.progress_bar=false"])
     assert record["gates"] is None

@@ -111,8 +111,8 @@ class PLE(Architecture):
         :meth:`ExtractionLevel.forward`); the shared gate over every task's experts then the shared."""
         labels: dict[str, list[str]] = {}
         for i, level in enumerate(self.levels):
-            shared = [f"shared/{j}" for j in range(level.shared_experts.num_experts)]
-            own = {t: [f"{t}/{j}" for j in range(level.specific)] for t in self.task_names}
+            shared = [f"level{i}/shared/{j}" for j in range(level.shared_experts.num_experts)]
+            own = {t: [f"level{i}/{t}/{j}" for j in range(level.specific)] for t in self.task_names}
             labels.update({f"level{i}/{t}": [*own[t], *shared] for t in self.task_names})
             if level.shared_gate is not None:
                 labels[f"level{i}/shared"] = [*(e for t in self.task_names for e in own[t]), *shared]
