@@ -129,8 +129,9 @@ def test_experiment_script_runs(script: str, tmp_path: Path) -> None:
             probe = (out / "PROBE.md").read_text()
             assert "| Tops |" in probe and "Spearman" in probe
         if script == "experiments/census_insight/run.sh":  # every generated part made it into RESULTS.md
-            for part in ("MMoE: gate utilisation", "PLE: task-gradient conflict", "SharedBottom: permutation importance",
-                         "### Task relations", "Gain over single-task", "### sb_mmoe_ple_seed2", "### mmoe_3_seeds", "| stacking |"):
+            for part in ("MMoE: gate utilisation", "PLE: task-gradient conflict",
+                         "SharedBottom: permutation importance", "### Task relations", "Gain over single-task",
+                         "### sb_mmoe_ple_seed2", "### mmoe_3_seeds", "| stacking |"):
                 assert part in results, part
         if script == "experiments/grocery_transfer/run.sh":  # the source's backbone reached the target arms
             source = json.loads(next(out.glob("runs/source/*/results.json")).read_text())
