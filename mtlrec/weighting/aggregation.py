@@ -178,19 +178,28 @@ class AggregationWeighting(Weighting):
             finally:
                 for p, g in zip(self._shared, saved, strict=True):
                     p.grad = g
-        w = jac_to_grad(self._shared, self.aggregator, optimize_gramian_computation=self.optimize_gramian_computation)
+        w = self._aggregate(self._shared)
         self._last_weights_t = (present, w.detach()) if w is not None else None
+
+    def _aggregate(self, tensors: list[Tensor]) -> Tensor | None:
+        """``jac_to_grad`` outside autocast: under ``bf16-mixed`` the Gramian ``J Jᵀ`` would be a
+        bfloat16 matmul (too coarse for the solvers, and one numpy cannot read)."""
+        device = tensors[0].device.type if tensors else "cpu"
+        with torch.autocast(device_type=device, enabled=False):
+            return jac_to_grad(tensors, self.aggregator, optimize_gramian_computation=self.optimize_gramian_computation)
 
     def _backward_at_representation(self, loss_list: list[Tensor], present: list[str], total: Tensor,
                                     features: Tensor, backward_fn: BackwardFn) -> None:
         jacobians = jac(loss_list, inputs=[features, *self._above], retain_graph=True,
                         parallel_chunk_size=self.parallel_chunk_size)
-        stand_in = features.detach().requires_grad_()  # carries z's Jacobian rows into jac_to_grad, and back its .grad
-        stand_in.jac = jacobians[0]
+        # the stand-in carries z's Jacobian rows into jac_to_grad, and back its .grad; in float32, as the
+        # parameters are: under bf16 autocast z is bfloat16, which the aggregators' solvers (numpy,
+        # cvxpy) cannot read
+        stand_in = features.detach().float().requires_grad_()
+        stand_in.jac = jacobians[0].float()
         for param, rows in zip(self._above, jacobians[1:], strict=True):
             param.jac = rows
-        w = jac_to_grad([stand_in, *self._above], self.aggregator,
-                        optimize_gramian_computation=self.optimize_gramian_computation)
+        w = self._aggregate([stand_in, *self._above])
         self._last_weights_t = (present, w.detach()) if w is not None else None
         task_params = self._task_params
         if self._below:  # the aggregated z-direction, once through the encoder
