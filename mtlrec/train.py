@@ -28,6 +28,7 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.utils import instantiate
 from lightning.fabric.utilities.exceptions import MisconfigurationException
 from lightning.pytorch.callbacks import EarlyStopping, TQDMProgressBar
+from lightning.pytorch.utilities import rank_zero_only
 from omegaconf import DictConfig, OmegaConf
 
 import mtlrec
@@ -171,12 +172,15 @@ def run(cfg: DictConfig, output_dir: str | Path, overrides: list[str] | None = N
         if progress:
             callbacks.append(TQDMProgressBar(refresh_rate=int(console.get("refresh_rate", 20))))
         # build's _instantiate: the Trainer's own error (an accelerator this machine lacks) comes out unwrapped
-        trainer: L.Trainer = _instantiate(cfg.trainer, callbacks=callbacks, logger=logger, enable_progress_bar=progress)
+        # the index-batch sampler shards itself across processes (mtlrec.data.table.IndexBatchSampler):
+        # Lightning's DistributedSampler would pad and reorder the rows instead
+        trainer: L.Trainer = _instantiate(cfg.trainer, callbacks=callbacks, logger=logger, enable_progress_bar=progress,
+                                          use_distributed_sampler=False)
         module.check_trainer(str(trainer.precision), trainer.world_size)
     except BAD_INPUT as err:
         message = one_line(err) or type(err).__name__
         raise BadInputError(message if message.startswith(("trainer", "console")) else f"trainer: {message}") from err
-    if cfg.get("print_results", True):
+    if cfg.get("print_results", True) and trainer.is_global_zero:
         if transferred:
             print(transfer_summary(transferred), flush=True)
         print(header(
@@ -189,10 +193,12 @@ def run(cfg: DictConfig, output_dir: str | Path, overrides: list[str] | None = N
 
     output_dir.mkdir(parents=True, exist_ok=True)
     resume = _resumable_checkpoint(output_dir, digest)
-    if resume is None:  # another config's (or a finished run's) checkpoints must never be picked up
+    writer = trainer.is_global_zero  # with several processes, one writes (and clears) the run's files
+    if resume is None and writer:  # another config's (or a finished run's) checkpoints must never be picked up
         shutil.rmtree(output_dir / "checkpoints", ignore_errors=True)
-    (output_dir / HASH_FILE).write_text(digest)
-    datamodule.save_preprocessing(output_dir)
+    if writer:
+        (output_dir / HASH_FILE).write_text(digest)
+        datamodule.save_preprocessing(output_dir)
     record: dict[str, Any] = {
         "format": FORMAT_VERSION,
         "config": resolved,
@@ -218,10 +224,12 @@ def run(cfg: DictConfig, output_dir: str | Path, overrides: list[str] | None = N
         val = trainer.validate(module, datamodule=datamodule, ckpt_path=ckpt, verbose=False)[0]
         test = trainer.test(module, datamodule=datamodule, ckpt_path=ckpt, verbose=False)[0]
         # the best checkpoint is loaded now: its backbone, for backbone.weights_path of a target run
-        backbone_file = save_trained_backbone(module.architecture, datamodule.schema.main_task, output_dir)
+        backbone_file = (save_trained_backbone(module.architecture, datamodule.schema.main_task, output_dir)
+                         if writer else None)
     except Exception as err:  # a crash mid-training is recorded, then re-raised
         record.update(status="failed", error=f"{type(err).__name__}: {err}", failure=getattr(err, "details", None))
-        write_json_atomic(output_dir / RESULTS_FILE, record)
+        if writer:
+            write_json_atomic(output_dir / RESULTS_FILE, record)
         raise
     throughput = next(c for c in callbacks if isinstance(c, TrainThroughput))
     record.update(
@@ -245,7 +253,8 @@ def run(cfg: DictConfig, output_dir: str | Path, overrides: list[str] | None = N
         train_loss_per_epoch=module.loss_history,
         backbone_file=backbone_file.name if backbone_file else None,
     )
-    write_json_atomic(output_dir / RESULTS_FILE, record)
+    if writer:
+        write_json_atomic(output_dir / RESULTS_FILE, record)
     return record
 
 
@@ -357,7 +366,7 @@ def main(cfg: DictConfig) -> float:
             # says it failed, and the sweep goes on
             return float("nan")
         _fail_with_one_line(err)
-    if cfg.get("print_results", True):
+    if cfg.get("print_results", True) and rank_zero_only.rank == 0:  # one process of a data-parallel run
         epochs = record.get("best_epochs") or {}
         chosen = (", ".join(f"{t} {e}" for t, e in epochs.items()) if record["selection"].get("per_task")
                   else str(record["best_epoch"]))

@@ -110,7 +110,10 @@ class TabularDataModule(L.LightningDataModule):
 
     def _loader(self, split: str, batch_size: int, shuffle: bool) -> DataLoader:
         table = self.tables[split]
-        sampler = IndexBatchSampler(len(table), batch_size, shuffle=shuffle, seed=self.seed)
+        trainer = getattr(self, "trainer", None)  # data parallel: this process's share (IndexBatchSampler)
+        rank, world = (trainer.global_rank, trainer.world_size) if trainer is not None else (0, 1)
+        sampler = IndexBatchSampler(len(table), batch_size, shuffle=shuffle, seed=self.seed, rank=rank,
+                                    world_size=world)
         transforms = self.train_batch_transforms if split == "train" else self.batch_transforms
         workers = self.num_workers
         if workers is None:

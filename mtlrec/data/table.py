@@ -87,30 +87,53 @@ class IndexBatchSampler(Sampler):
 
     The permutation of epoch ``e`` depends only on ``(seed, e)``, so a run is reproducible and a
     resumed run sees the same order it would have seen.
+
+    With ``world_size`` processes (data parallelism), every process draws the same permutation and
+    cuts it into the same *global* batches of ``batch_size × world_size`` rows; process ``rank``
+    takes rows ``rank, rank + world_size, …`` of each. So every training row is seen exactly once
+    per epoch across the processes, every process takes the same number of steps, and a step's
+    gradient, all-reduced, is that of one process on the global batch. Evaluation gives each process
+    a contiguous share of the rows (every row once; the metrics are synchronised when computed).
     """
 
-    def __init__(self, num_rows: int, batch_size: int, shuffle: bool, seed: int = 0, drop_last: bool = False):
+    def __init__(self, num_rows: int, batch_size: int, shuffle: bool, seed: int = 0, drop_last: bool = False,
+                 rank: int = 0, world_size: int = 1):
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size} (option data.loader.batch_size)")
+        if not 0 <= rank < world_size:
+            raise ValueError(f"rank {rank} is not one of {world_size} processes")
         self.num_rows, self.batch_size, self.shuffle = num_rows, batch_size, shuffle
         self.seed, self.drop_last = seed, drop_last
+        self.rank, self.world_size = rank, world_size
         self.epoch = 0
+        rest = num_rows % (batch_size * world_size)
+        if shuffle and not drop_last and 0 < rest < world_size:
+            raise ValueError(
+                f"data.loader.batch_size={batch_size}: with {world_size} processes the last training batch of "
+                f"{num_rows} rows would hold {rest} rows, fewer than one per process; choose another batch size")
+        share = -(-num_rows // world_size)  # evaluation: contiguous shares of this many rows
+        self._eval_rows = (min(rank * share, num_rows), min((rank + 1) * share, num_rows))
 
     def set_epoch(self, epoch: int) -> None:
         """Called by Lightning before each epoch, so a resumed run replays the same order."""
         self.epoch = epoch
 
     def __len__(self) -> int:
-        full, rest = divmod(self.num_rows, self.batch_size)
+        if not self.shuffle:
+            start, stop = self._eval_rows
+            return -(-(stop - start) // self.batch_size)
+        full, rest = divmod(self.num_rows, self.batch_size * self.world_size)
         return full if (self.drop_last or rest == 0) else full + 1
 
     def __iter__(self) -> Iterator[Tensor | slice]:
         if not self.shuffle:  # evaluation: contiguous slices are views, no gather at all
+            start, stop = self._eval_rows
             for i in range(len(self)):
-                yield slice(i * self.batch_size, min((i + 1) * self.batch_size, self.num_rows))
+                yield slice(start + i * self.batch_size, min(start + (i + 1) * self.batch_size, stop))
             return
         gen = torch.Generator().manual_seed(self.seed * 100_003 + self.epoch)
         order = torch.randperm(self.num_rows, generator=gen)
         self.epoch += 1
+        size = self.batch_size * self.world_size
         for i in range(len(self)):
-            yield order[i * self.batch_size : (i + 1) * self.batch_size]
+            yield order[i * size : (i + 1) * size][self.rank :: self.world_size]

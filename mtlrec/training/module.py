@@ -221,12 +221,23 @@ class MultiTaskModule(L.LightningModule):
         if self._epoch_auxiliary:
             self.log_dict({k: float(v) / self._epoch_steps for k, v in self._epoch_auxiliary.items()})
             self._epoch_auxiliary = {}
-        mean_losses = {t: float(v) / self._epoch_steps for t, v in self._epoch_loss.items()}
+        mean_losses = {t: float(v) / self._epoch_steps for t, v in self._global_means(self._epoch_loss).items()}
         self.weight_history.append({t: v / self._epoch_steps for t, v in self._epoch_weights.items()})
         self.loss_history.append(mean_losses)
         self.log_dict({f"train/{t}/loss": v for t, v in mean_losses.items()})
         self.weighting.on_train_epoch_end(mean_losses)
         self._epoch_loss, self._epoch_weights, self._epoch_steps = {}, {}, 0
+
+    def _global_means(self, sums: Mapping[str, Tensor]) -> Mapping[str, Tensor]:
+        """Per-process epoch sums, averaged over the processes of a data-parallel run (each takes
+        the same number of steps on its share of every global batch): the epoch's losses then are
+        the whole training split's, on every process, for the history and for DWA. One collective
+        per epoch."""
+        if self._trainer is None or self.trainer.world_size == 1 or not sums:
+            return sums
+        stacked = torch.stack([torch.as_tensor(v, dtype=torch.float64, device=self.device) for v in sums.values()])
+        reduced = self.trainer.strategy.reduce(stacked, reduce_op="mean")
+        return dict(zip(sums, reduced))
 
     # Per-epoch histories travel in checkpoints, so a resumed run reports its whole trajectory.
     def on_save_checkpoint(self, checkpoint: dict) -> None:
