@@ -6,7 +6,9 @@
 # 3 MMoE seeds, and shared-bottom + MMoE + PLE of one seed (for 3 seeds).
 # Usage: experiments/census_insight/run.sh path/to/census-income-kdd [extra Hydra overrides...]
 # Environment: SWEEP_DIR (default multirun/census_insight), OUT (default this folder), LAUNCHER
-# (default basic: one run at a time), EXPLAIN_ARGS (default "--max-rows 20000 --repeats 3").
+# (default basic: one run at a time), EXPLAIN_ARGS (default "--max-rows 20000 --repeats 3"), STEPS
+# (all; analysis: the report, explain and fusion of the runs there are; results: RESULTS.md only).
+# RESULTS.md ends with NOTES.md, the discussion written after the runs (STEPS=results puts it in).
 set -euo pipefail
 root=$(cd "${1:?usage: run.sh CENSUS_DIR [overrides...]}" && pwd)
 shift
@@ -14,11 +16,15 @@ here=$(cd "$(dirname "$0")" && pwd)
 # shellcheck source=../paths.sh
 source "$here/../paths.sh"
 experiment_paths census_insight "$here"
-# finished runs are skipped on a re-run (same config hash), so an interrupted sweep resumes
-mtlrec-train -m experiment=census_insight data.root="$root" hydra/launcher="${LAUNCHER:-basic}" \
-  hydra.sweep.dir="$sweep" "$@"
-archive_runs
-mtlrec-report "$out/runs" --rows arch --metrics "*/auc" --baseline arch=single_task \
+steps=${STEPS:-all}
+case $steps in all|analysis|results) ;; *) echo "STEPS=$steps: use all, analysis or results" >&2; exit 2;; esac
+if [ "$steps" = all ]; then
+  # finished runs are skipped on a re-run (same config hash), so an interrupted sweep resumes
+  mtlrec-train -m experiment=census_insight data.root="$root" hydra/launcher="${LAUNCHER:-basic}" \
+    hydra.sweep.dir="$sweep" "$@"
+  archive_runs
+fi
+[ "$steps" = results ] || mtlrec-report "$out/runs" --rows arch --metrics "*/auc" --baseline arch=single_task \
   --title "Census-Income group 1: test AUC, mean ± std (n seeds)" --out "$out/report" \
   --markdown-file "$out/report/TABLE.md"
 
@@ -45,21 +51,24 @@ runs_into() {
   mapfile -t into <<< "$listed"
   if [ -z "$listed" ]; then echo "no complete $* runs in $sweep" >&2; exit 1; fi
 }
-# explain and fuse read the sweep's folders: they need the best checkpoints, which the archive leaves out
-everything=()
-for arch in SingleTask SharedBottom MMoE PLE; do runs_into these "$arch"; everything+=("${these[@]}"); done
-read -r -a explain_args <<< "${EXPLAIN_ARGS:---max-rows 20000 --repeats 3}"
-mtlrec-explain "${everything[@]}" "${explain_args[@]}" --out "$out/explain" > /dev/null
+analyse() {
+  # explain and fuse read the sweep's folders: they need the best checkpoints, which the archive leaves out
+  everything=()
+  for arch in SingleTask SharedBottom MMoE PLE; do runs_into these "$arch"; everything+=("${these[@]}"); done
+  read -r -a explain_args <<< "${EXPLAIN_ARGS:---max-rows 20000 --repeats 3}"
+  mtlrec-explain "${everything[@]}" "${explain_args[@]}" --out "$out/explain" > /dev/null
 
-runs_into mmoe MMoE
-mtlrec-fuse "${mmoe[@]}" --out "$out/fusion/mmoe_all_seeds" > /dev/null
-runs_into mmoe3 MMoE 0 1 2
-mtlrec-fuse "${mmoe3[@]}" --out "$out/fusion/mmoe_3_seeds" > /dev/null
-for seed in 0 1 2; do
-  mixed=()
-  for arch in SharedBottom MMoE PLE; do runs_into these "$arch" "$seed"; mixed+=("${these[@]}"); done
-  mtlrec-fuse "${mixed[@]}" --out "$out/fusion/sb_mmoe_ple_seed$seed" > /dev/null
-done
+  runs_into mmoe MMoE
+  mtlrec-fuse "${mmoe[@]}" --out "$out/fusion/mmoe_all_seeds" > /dev/null
+  runs_into mmoe3 MMoE 0 1 2
+  mtlrec-fuse "${mmoe3[@]}" --out "$out/fusion/mmoe_3_seeds" > /dev/null
+  for seed in 0 1 2; do
+    mixed=()
+    for arch in SharedBottom MMoE PLE; do runs_into these "$arch" "$seed"; mixed+=("${these[@]}"); done
+    mtlrec-fuse "${mixed[@]}" --out "$out/fusion/sb_mmoe_ple_seed$seed" > /dev/null
+  done
+}
+[ "$steps" = results ] || analyse
 
 # RESULTS.md: the generated parts, then the notes written after reading them
 {

@@ -32,6 +32,11 @@ PROG = "mtlrec-fuse"
 SPLITS = ("val", "test")
 
 
+# rules whose output ranks the rows without being a probability: their log loss would measure the
+# scale of a rank, not calibration, so it is not reported ("–" in the table)
+NOT_PROBABILITIES = ("rank", "vote")
+
+
 class FusionError(ValueError):
     """Members that cannot be fused (another dataset, an unfinished run); one line."""
 
@@ -90,7 +95,10 @@ def fuse(run_dirs: Sequence[str | Path], rule_names: Sequence[str] = fusion.RULE
             fused = _apply(rule, inside, labels["val"], val_metric, objective, task.kind)
             if fused is None:
                 continue
-            rows.setdefault(rule, {})[task.name] = _metrics(objective, fused, labels["test"], task.kind)
+            metrics = _metrics(objective, fused, labels["test"], task.kind)
+            if rule in NOT_PROBABILITIES:  # ranks and vote shares order the rows but are no probabilities
+                metrics = {name: value for name, value in metrics.items() if name != "logloss"}
+            rows.setdefault(rule, {})[task.name] = metrics
             kinds[rule] = "fusion"
     return [{"name": name, "kind": kinds[name], "metrics": metrics} for name, metrics in rows.items()]
 
@@ -131,7 +139,7 @@ def markdown(rows: list[dict[str, Any]]) -> str:
     head = ["run / rule", "kind", *[f"{t}/{m}" for t, m in columns]]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for r in rows:
-        cells = [f"{r['metrics'].get(t, {}).get(m, float('nan')):.4f}" for t, m in columns]
+        cells = [f"{r['metrics'][t][m]:.4f}" if m in r["metrics"].get(t, {}) else "–" for t, m in columns]
         lines.append("| " + " | ".join([r["name"], r["kind"], *cells]) + " |")
     return "\n".join(lines)
 
@@ -143,6 +151,9 @@ def main(argv: Sequence[str] | None = None) -> int:
                         help=f"comma-separated, of {', '.join(fusion.RULES)}")
     parser.add_argument("--out", help="folder for fusion.md, fusion.csv and fusion.json (default: stdout only)")
     args = parser.parse_args(argv)
+    from mtlrec.training.console import quiet_third_party
+
+    quiet_third_party()  # an error stays one line
     try:
         rows = fuse(args.runs, [r for r in args.rules.split(",") if r])
     except (FusionError, FileNotFoundError, ValueError) as err:

@@ -197,6 +197,15 @@ def gates_section(model: str, runs: list[dict]) -> tuple[str, dict | None]:
     for g, name in enumerate(names):
         cells = ["·" if np.isnan(v) else f"{v:.3f}" for v in matrix[g]]
         lines.append(f"| {name} | " + " | ".join(cells) + f" | {_pm(*entropy[name], digits=3)} |")
+    lines += ["", "Experts are interchangeable at initialisation, so each seed numbers them its own way: a column of "
+              "this mean mixes different experts. The overlap below and the per-run heatmaps (`runs/`) do not depend "
+              "on the numbering."]
+    overlaps = [(pair, value) for r in same for pair, value in gate_overlaps(r["gates"]).items()]
+    if overlaps:
+        summary = mean_by(overlaps)
+        lines += ["", "Overlap of two gates' expert use, Σ_e min(g_a,e, g_b,e) over the experts both see (1: the "
+                  "same experts in the same proportions; 0: disjoint experts), mean over the runs: "
+                  + "; ".join(f"{pair} {_pm(*summary[pair], digits=3)}" for pair in dict(overlaps)) + "."]
     layers: dict[str, list[float]] = {}
     collapsed: list[str] = []
     for r in same:
@@ -211,6 +220,20 @@ def gates_section(model: str, runs: list[dict]) -> tuple[str, dict | None]:
                               for layer, v in layers.items())
                   + (". Collapsed: " + "; ".join(collapsed) if collapsed else ". No collapsed pair.")]
     return "\n".join(lines) + "\n", {"names": names, "experts": experts, "matrix": matrix}
+
+
+def gate_overlaps(gates: dict) -> dict[str, float]:
+    """Per pair of gates that share experts: ``Σ_e min(g_a,e, g_b,e)`` (a histogram intersection;
+    invariant to the experts' numbering)."""
+    matrix = np.asarray(gates["matrix"], dtype=float)
+    names = gates["names"]
+    out = {}
+    for i, a in enumerate(names):
+        for j in range(i + 1, len(names)):
+            both = ~np.isnan(matrix[i]) & ~np.isnan(matrix[j])
+            if both.any():
+                out[f"{a}~{names[j]}"] = float(np.minimum(matrix[i, both], matrix[j, both]).sum())
+    return out
 
 
 def conflict_section(model: str, runs: list[dict]) -> tuple[str, dict | None]:
@@ -359,6 +382,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--top", type=int, default=15, help="inputs shown per table (all are in explain.json)")
     parser.add_argument("--out", help="folder for EXPLAIN.md, explain.json and the figures")
     args = parser.parse_args(argv)
+    from mtlrec.training.console import quiet_third_party
+
+    quiet_third_party()  # an error stays one line
     try:
         groups = _groups(args.group)
         results = [explain_run(run, args.split, args.repeats, args.max_rows, args.seed, groups,

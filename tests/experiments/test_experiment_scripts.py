@@ -133,6 +133,9 @@ def test_experiment_script_runs(script: str, tmp_path: Path) -> None:
                          "SharedBottom: permutation importance", "### Task relations", "Gain over single-task",
                          "### sb_mmoe_ple_seed2", "### mmoe_3_seeds", "| stacking |"):
                 assert part in results, part
+            # ranks are no probabilities: no log loss for rank averaging
+            rank_row = next(line for line in results.splitlines() if line.startswith("| rank | fusion |"))
+            assert rank_row.count("| – |") >= 1 and "| vote | fusion |" in results
         if script == "experiments/grocery_transfer/run.sh":  # the source's backbone reached the target arms
             source = json.loads(next(out.glob("runs/source/*/results.json")).read_text())
             assert source["backbone_file"] == "backbone.pth"

@@ -133,3 +133,14 @@ def test_what_cannot_be_explained_is_one_line(run, tmp_path, capsys) -> None:
     assert len(lines) == 3 and all(line.startswith("mtlrec-explain: error: ") for line in lines)
     assert "no complete results.json" in lines[0] and "['price'] are not inputs of this run" in lines[1]
     assert "write NAME=COLUMN,COLUMN" in lines[2]
+
+
+def test_gate_overlap_is_a_histogram_intersection_over_the_experts_both_gates_see() -> None:
+    from mtlrec.insight.cli import gate_overlaps
+
+    nan = float("nan")
+    gates = {"names": ["a", "b", "c"], "matrix": [[0.5, 0.5, 0.0, nan], [0.0, 0.5, 0.5, nan], [nan, nan, nan, 1.0]]}
+    assert gate_overlaps(gates) == {"a~b": pytest.approx(0.5)}  # c sees no expert of a or b
+    same = {"names": ["a", "b"], "matrix": [[0.2, 0.8], [0.8, 0.2]]}
+    assert gate_overlaps(same) == {"a~b": pytest.approx(0.4)}
+    assert gate_overlaps({"names": ["a", "b"], "matrix": [[0.2, 0.8], [0.2, 0.8]]})["a~b"] == pytest.approx(1.0)
