@@ -1,134 +1,121 @@
-"""Benchmark: mtlrec's Lightning training against a bare PyTorch loop, side by side in one run.
+"""Side by side, in one benchmark run: mtlrec's real training path against an independent
+hand-written loop (and the peer libraries when the ``bench`` extra provides them).
 
-    python -m mtlrec.bench --root ../shared/data/census-income-kdd --epochs 3 --weightings fixed,gradnorm
-    python -m mtlrec.bench --data womens_reviews --root ../shared/data/womens-ecommerce-reviews
+    python -m mtlrec.bench --root ../shared/data/census-income-kdd                 # 1 and 2 threads, 2 repeats
+    python -m mtlrec.bench --root ... --threads 1 --repeats 3
 
-Both sides train the *same* architecture (built from the same Hydra config) on the *same*
-column tensors with the same batch size and Adam; the bare loop is the fastest plain loop we know
-(permute, index, forward, sum of losses, backward, step). Validation is off on both sides, so
-the figures compare training steps only. Variants are interleaved and repeated; medians are
-reported, and ratios are taken against the bare loop and against fixed weighting.
+The setting is fixed so that every system trains the same model: MMoE on Census-Income group 1
+(income, marital), embeddings of 4, 8 experts × 16 units, towers of 8, batch 1024, Adam 1e-3,
+5 epochs. Each system runs as its own process (so its peak RSS is its own, read with
+``wait4``), the systems are interleaved within every repeat, and the table gives medians over
+repeats: training samples/s (validation excluded; mtlrec's ``TrainThroughput``, the loop's own
+clock around its epochs), the ratio of training time to the hand-written loop's, peak RSS
+(the whole process: data loading included) and test AUC per task.
+
+* ``mtlrec-train``: ``python -m mtlrec.train`` with those sizes, i.e. Lightning, the index-batch
+  loader, the training module, validation and checkpoints every epoch (not timed).
+* ``hand-written loop``: :mod:`mtlrec.bench_handwritten` (stacked weights, one gather per batch,
+  no DataLoader, none of mtlrec's model or training code).
+* DeepCTR-Torch and torch-rechub: listed as "not installed" unless importable; no adapter is
+  shipped yet (they could not be installed or checked here, without internet).
 """
 
 from __future__ import annotations
 
-import argparse
+import importlib.util
+import json
+import os
 import statistics
+import subprocess
+import sys
+import tempfile
 import time
 from collections.abc import Sequence
+from pathlib import Path
 
-import lightning as L
-import torch
-from hydra import compose, initialize_config_dir
-from omegaconf import DictConfig
-
-from mtlrec.build import build_datamodule, build_module
-from mtlrec.data.datamodule import TabularDataModule
-from mtlrec.train import CONFIG_DIR
-from mtlrec.training.timing import TrainThroughput
+SIZES = ["data=census_income", "data.group=1", "arch=mmoe", "encoder.embedding_dim=4", "arch.num_experts=8",
+         "arch.expert_units=[16]", "arch.tower_units=[8]", "data.loader.batch_size=1024", "optimizer=adam",
+         "optimizer.lr=0.001", "trainer.max_epochs=5", "callbacks.early_stopping.patience=5"]
+PEERS = {"DeepCTR-Torch": "deepctr_torch", "torch-rechub": "torch_rechub"}
 
 
-def bare_loop_epoch_seconds(cfg: DictConfig, datamodule: TabularDataModule, epochs: int) -> list[float]:
-    """Per-epoch seconds of a plain PyTorch loop over the same model and tensors."""
-    torch.manual_seed(cfg.seed)
-    module = build_module(cfg, datamodule)  # the same architecture and objectives
-    model, objectives = module.architecture, module.objectives
-    optimizer = torch.optim.Adam(model.parameters(), lr=cfg.optimizer.lr)
-    table, batch_size = datamodule.tables["train"], datamodule.batch_size
-    times = []
-    for epoch in range(epochs):
-        started = time.perf_counter()
-        order = torch.randperm(len(table), generator=torch.Generator().manual_seed(epoch))
-        for i in range(0, len(table), batch_size):
-            batch = table[order[i : i + batch_size]]
-            logits = model(batch).logits
-            loss = sum(obj.loss(logits[t], batch.labels[t]) for t, obj in objectives.items())
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-        times.append(time.perf_counter() - started)
-    return times
+def _run(cmd: Sequence[str], threads: int) -> tuple[str, float]:
+    """(stdout, peak RSS in MiB) of one child process."""
+    env = {**os.environ, "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads), "PYTHONWARNINGS": "ignore"}
+    with tempfile.TemporaryFile("w+") as out, tempfile.TemporaryFile("w+") as err:
+        proc = subprocess.Popen(list(cmd), stdout=out, stderr=err, env=env)
+        _, status, usage = os.wait4(proc.pid, 0)
+        proc.returncode = os.waitstatus_to_exitcode(status)
+        out.seek(0)
+        err.seek(0)
+        if proc.returncode:
+            raise RuntimeError(f"{' '.join(cmd[:4])}… failed ({proc.returncode}): {err.read()[-2000:]}")
+        return out.read(), usage.ru_maxrss / 1024
 
 
-def mtlrec_epoch_seconds(cfg: DictConfig, datamodule: TabularDataModule, epochs: int) -> list[float]:
-    """Per-epoch seconds of mtlrec's real Trainer path (validation and checkpoints off)."""
-    L.seed_everything(cfg.seed, verbose=False)
-    module = build_module(cfg, datamodule)
-    timer = EpochTimes()
-    trainer = L.Trainer(
-        max_epochs=epochs,
-        accelerator="cpu",
-        devices=1,
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        limit_val_batches=0,
-        num_sanity_val_steps=0,
-        log_every_n_steps=cfg.trainer.log_every_n_steps,
-        callbacks=[timer],
-    )
-    trainer.fit(module, datamodule=datamodule)
-    return timer.epoch_seconds
+def mtlrec_train(root: str, threads: int) -> dict:
+    with tempfile.TemporaryDirectory() as folder:
+        _, rss = _run([sys.executable, "-m", "mtlrec.train", *SIZES, f"data.root={root}", f"torch_threads={threads}",
+                       f"hydra.run.dir={folder}", "console.progress_bar=false", "logger=none"], threads)
+        record = json.loads((Path(folder) / "results.json").read_text())
+    timing = record["timing"]
+    return {"samples_per_second": timing["train_samples_per_second"], "train_seconds": timing["train_seconds"],
+            "peak_rss_mib": rss, "test_auc": {t: m["auc"] for t, m in record["metrics"]["test"].items()}}
 
 
-class EpochTimes(TrainThroughput):
-    """TrainThroughput that also keeps each epoch's duration."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.epoch_seconds: list[float] = []
-
-    def _stop(self) -> None:
-        before = self.seconds
-        super()._stop()
-        if self.seconds > before:
-            self.epoch_seconds.append(self.seconds - before)
+def handwritten(root: str, threads: int) -> dict:
+    out, rss = _run([sys.executable, "-m", "mtlrec.bench_handwritten", "--root", root, "--threads", str(threads)],
+                    threads)
+    result = json.loads(out.strip().splitlines()[-1])
+    return {**result, "peak_rss_mib": rss}
 
 
-def compose_config(overrides: Sequence[str]) -> DictConfig:
-    with initialize_config_dir(CONFIG_DIR, version_base="1.3"):
-        return compose("config", overrides=list(overrides))
+SYSTEMS = {"hand-written loop": handwritten, "mtlrec-train": mtlrec_train}
+
+
+def compare(root: str, threads: Sequence[int], repeats: int) -> dict:
+    samples: dict[tuple[int, str], list[dict]] = {}
+    for _ in range(repeats):
+        for n in threads:
+            for name, fn in SYSTEMS.items():
+                samples.setdefault((n, name), []).append(fn(root, n))
+    return samples
+
+
+def table(samples: dict, repeats: int) -> str:
+    lines = ["| threads | system | samples/s | time × hand-written loop | peak RSS MiB | test AUC income / marital |",
+             "|--:|:--|--:|--:|--:|:--|"]
+    for n in sorted({k[0] for k in samples}):
+        seconds = {name: statistics.median(r["train_seconds"] for r in runs) for (t, name), runs in samples.items()
+                   if t == n}
+        for (t, name), runs in samples.items():
+            if t != n:
+                continue
+            speed = statistics.median(r["samples_per_second"] for r in runs)
+            rss = statistics.median(r["peak_rss_mib"] for r in runs)
+            auc = {task: statistics.median(r["test_auc"][task] for r in runs) for task in runs[0]["test_auc"]}
+            ratio = seconds[name] / seconds["hand-written loop"]
+            income, marital = (auc.get(t, float("nan")) for t in ("income", "marital"))
+            lines.append(f"| {n} | {name} | {speed:,.0f} | {ratio:.2f} | {rss:,.0f} | {income:.4f} / {marital:.4f} |")
+    for peer, module in PEERS.items():
+        state = "installed, but no adapter is shipped yet" if importlib.util.find_spec(module) else "not installed"
+        lines.append(f"| – | {peer} | {state} | | | |")
+    lines.append("| – | mtlrec-train compile=true | not implemented yet | | | |")
+    return "\n".join(lines) + f"\n\nMedians over {repeats} interleaved repeat(s); 5 epochs each, all timed."
 
 
 def main(argv: Sequence[str] | None = None) -> None:
+    import argparse
+
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--root", required=True, help="the dataset's folder (data.root), e.g. census-income-kdd")
-    parser.add_argument("--data", default="census_income", help="data config: census_income, womens_reviews, …")
-    parser.add_argument("--arch", default="mmoe")
-    parser.add_argument("--epochs", type=int, default=3)
-    parser.add_argument("--repeats", type=int, default=2, help="interleaved repetitions of every variant")
-    parser.add_argument("--weightings", default="fixed,gradnorm", help="comma-separated weighting configs")
-    parser.add_argument("--threads", type=int, default=1, help="torch intra-op threads for both sides")
-    parser.add_argument("overrides", nargs="*", help="extra Hydra overrides, e.g. data.loader.batch_size=2048")
+    parser.add_argument("--root", required=True, help="the census-income-kdd folder")
+    parser.add_argument("--threads", default="1,2", help="comma-separated thread counts (default 1,2)")
+    parser.add_argument("--repeats", type=int, default=2)
     args = parser.parse_args(argv)
-    torch.set_num_threads(args.threads)
-
-    base = [f"data={args.data}", f"data.root={args.root}", f"arch={args.arch}", *args.overrides]
-    cfg = compose_config(base)
-    datamodule = build_datamodule(cfg)
-    rows = len(datamodule.tables["train"])
-    weightings = [w for w in args.weightings.split(",") if w]
-    variants = {"bare PyTorch loop": lambda: bare_loop_epoch_seconds(cfg, datamodule, args.epochs)}
-    for name in weightings:
-        wcfg = compose_config([*base, f"weighting={name}"])
-        variants[f"mtlrec weighting={name}"] = lambda wcfg=wcfg: mtlrec_epoch_seconds(wcfg, datamodule, args.epochs)
-
-    samples: dict[str, list[float]] = {k: [] for k in variants}
-    for _ in range(args.repeats):
-        for name, fn in variants.items():
-            epochs = fn()
-            samples[name].extend(epochs[1:] if len(epochs) > 1 else epochs)  # drop the warm-up epoch
-
-    median = {k: statistics.median(v) for k, v in samples.items()}
-    bare = median["bare PyTorch loop"]
-    fixed = median.get("mtlrec weighting=fixed")
-    print(f"\n{args.arch} on {datamodule.raw.name}: {rows:,} training rows, batch {datamodule.batch_size}, "
-          f"{args.epochs} epochs × {args.repeats} repeats, {args.threads} thread(s); median over epochs 2..n")
-    print(f"{'variant':<32}{'epoch s':>9}{'samples/s':>12}{'× bare':>8}{'× fixed':>9}")
-    for name, sec in median.items():
-        vs_fixed = f"{sec / fixed:>9.2f}" if fixed else f"{'':>9}"
-        print(f"{name:<32}{sec:>9.2f}{rows / sec:>12,.0f}{sec / bare:>8.2f}{vs_fixed}")
+    started = time.perf_counter()
+    samples = compare(args.root, [int(t) for t in args.threads.split(",")], args.repeats)
+    print(table(samples, args.repeats))
+    print(f"\n({time.perf_counter() - started:.0f} s; {os.cpu_count()} cores)")
 
 
 if __name__ == "__main__":

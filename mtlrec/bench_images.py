@@ -27,7 +27,7 @@ from pathlib import Path
 import lightning as L
 import torch
 
-from mtlrec.bench import EpochTimes, compose_config
+from mtlrec.bench_weightings import EpochTimes, compose_config
 from mtlrec.build import build_datamodule, build_module
 
 EXTRACTED = re.compile(r"image features: (\d+) images, extracted (\d+) at ([\d.]+) img/s")

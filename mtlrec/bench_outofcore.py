@@ -25,7 +25,7 @@ from pathlib import Path
 
 import numpy as np
 
-from mtlrec.bench import compose_config, mtlrec_epoch_seconds
+from mtlrec.bench_weightings import compose_config, mtlrec_epoch_seconds
 from mtlrec.build import build_datamodule
 
 FIELDS, NUMERIC = 30, 10

@@ -134,7 +134,7 @@ def _distribution(datamodule, task) -> dict[str, float]:
 def probe(target_overrides: Sequence[str], sources: dict[str, Sequence[str]], max_rows: int = 20_000,
           seed: int = 0) -> list[dict[str, Any]]:
     """One row per source (see the module)."""
-    from mtlrec.bench import compose_config
+    from mtlrec.bench_weightings import compose_config
     from mtlrec.build import build_datamodule
 
     target = build_datamodule(compose_config(list(target_overrides)))

@@ -12,7 +12,7 @@ REPO = Path(__file__).resolve().parents[2]
 
 def test_bench_prints_both_sides_and_their_ratio() -> None:
     proc = subprocess.run(
-        [sys.executable, "-m", "mtlrec.bench", "--data", "womens_reviews", "--root", "tests/fixtures/womens_reviews",
+        [sys.executable, "-m", "mtlrec.bench_weightings", "--data", "womens_reviews", "--root", "tests/fixtures/womens_reviews",
          "--epochs", "2", "--repeats", "1", "--weightings", "fixed"],
         cwd=REPO, capture_output=True, text=True, timeout=300,
     )
@@ -51,3 +51,16 @@ def test_out_of_core_bench_prints_conversion_rss_and_rows_per_second(tmp_path) -
     assert [(r[0], r[1]) for r in rows] == [("esmm", "memory-mapped"), ("esmm", "in-memory"), ("mmoe", "memory-mapped"),
                                             ("mmoe", "in-memory")]
     assert all(r[-1] == "1.00" for r in rows if r[1] == "in-memory")
+
+
+def test_systems_bench_runs_mtlrec_and_the_hand_written_loop_side_by_side() -> None:
+    proc = subprocess.run(
+        [sys.executable, "-m", "mtlrec.bench", "--root", "tests/fixtures/census", "--threads", "1", "--repeats", "1"],
+        cwd=REPO, capture_output=True, text=True, timeout=600,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    rows = {line.split(" | ")[1]: line.split(" | ") for line in proc.stdout.splitlines() if line.startswith("| 1 |")}
+    assert set(rows) == {"hand-written loop", "mtlrec-train"}
+    assert rows["hand-written loop"][3] == "1.00"  # the yardstick's own ratio
+    assert float(rows["mtlrec-train"][3]) > 0 and float(rows["mtlrec-train"][4].replace(",", "")) > 100  # RSS MiB
+    assert "| – | DeepCTR-Torch |" in proc.stdout and "compile=true | not implemented yet" in proc.stdout
