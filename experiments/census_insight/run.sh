@@ -7,7 +7,8 @@
 # Usage: experiments/census_insight/run.sh path/to/census-income-kdd [extra Hydra overrides...]
 # Environment: SWEEP_DIR (default multirun/census_insight), OUT (default this folder), LAUNCHER
 # (default basic: one run at a time), EXPLAIN_ARGS (default "--max-rows 20000 --repeats 3"), STEPS
-# (all; analysis: the report, explain and fusion of the runs there are; results: RESULTS.md only).
+# (all; analysis: the report, explain and fusion of the runs there are; results: RESULTS.md only),
+# FUSE_SEEDS (default "0 1 2": the seeds of the smaller MMoE ensemble and of the mixed ones).
 # RESULTS.md ends with NOTES.md, the discussion written after the runs (STEPS=results puts it in).
 set -euo pipefail
 root=$(cd "${1:?usage: run.sh CENSUS_DIR [overrides...]}" && pwd)
@@ -60,9 +61,10 @@ analyse() {
 
   runs_into mmoe MMoE
   mtlrec-fuse "${mmoe[@]}" --out "$out/fusion/mmoe_all_seeds" > /dev/null
-  runs_into mmoe3 MMoE 0 1 2
-  mtlrec-fuse "${mmoe3[@]}" --out "$out/fusion/mmoe_3_seeds" > /dev/null
-  for seed in 0 1 2; do
+  read -r -a fuse_seeds <<< "${FUSE_SEEDS:-0 1 2}"
+  runs_into mmoe_some MMoE "${fuse_seeds[@]}"
+  mtlrec-fuse "${mmoe_some[@]}" --out "$out/fusion/mmoe_${#fuse_seeds[@]}_seeds" > /dev/null
+  for seed in "${fuse_seeds[@]}"; do
     mixed=()
     for arch in SharedBottom MMoE PLE; do runs_into these "$arch" "$seed"; mixed+=("${these[@]}"); done
     mtlrec-fuse "${mixed[@]}" --out "$out/fusion/sb_mmoe_ple_seed$seed" > /dev/null
