@@ -35,7 +35,7 @@ from pathlib import Path
 
 SIZES = ["data=census_income", "data.group=1", "arch=mmoe", "encoder.embedding_dim=4", "arch.num_experts=8",
          "arch.expert_units=[16]", "arch.tower_units=[8]", "data.loader.batch_size=1024", "optimizer=adam",
-         "optimizer.lr=0.001", "trainer.max_epochs=5", "callbacks.early_stopping.patience=5"]
+         "optimizer.lr=0.001", "callbacks.early_stopping.patience=5"]
 PEERS = {"DeepCTR-Torch": "deepctr_torch", "torch-rechub": "torch_rechub"}
 
 
@@ -53,9 +53,10 @@ def _run(cmd: Sequence[str], threads: int) -> tuple[str, float]:
         return out.read(), usage.ru_maxrss / 1024
 
 
-def mtlrec_train(root: str, threads: int) -> dict:
+def mtlrec_train(root: str, threads: int, epochs: int) -> dict:
     with tempfile.TemporaryDirectory() as folder:
-        _, rss = _run([sys.executable, "-m", "mtlrec.train", *SIZES, f"data.root={root}", f"torch_threads={threads}",
+        _, rss = _run([sys.executable, "-m", "mtlrec.train", *SIZES, f"trainer.max_epochs={epochs}",
+                       f"data.root={root}", f"torch_threads={threads}",
                        f"hydra.run.dir={folder}", "console.progress_bar=false", "logger=none"], threads)
         record = json.loads((Path(folder) / "results.json").read_text())
     timing = record["timing"]
@@ -63,9 +64,9 @@ def mtlrec_train(root: str, threads: int) -> dict:
             "peak_rss_mib": rss, "test_auc": {t: m["auc"] for t, m in record["metrics"]["test"].items()}}
 
 
-def handwritten(root: str, threads: int) -> dict:
-    out, rss = _run([sys.executable, "-m", "mtlrec.bench_handwritten", "--root", root, "--threads", str(threads)],
-                    threads)
+def handwritten(root: str, threads: int, epochs: int) -> dict:
+    out, rss = _run([sys.executable, "-m", "mtlrec.bench_handwritten", "--root", root, "--threads", str(threads),
+                     "--epochs", str(epochs)], threads)
     result = json.loads(out.strip().splitlines()[-1])
     return {**result, "peak_rss_mib": rss}
 
@@ -73,16 +74,16 @@ def handwritten(root: str, threads: int) -> dict:
 SYSTEMS = {"hand-written loop": handwritten, "mtlrec-train": mtlrec_train}
 
 
-def compare(root: str, threads: Sequence[int], repeats: int) -> dict:
+def compare(root: str, threads: Sequence[int], repeats: int, epochs: int = 5) -> dict:
     samples: dict[tuple[int, str], list[dict]] = {}
     for _ in range(repeats):
         for n in threads:
             for name, fn in SYSTEMS.items():
-                samples.setdefault((n, name), []).append(fn(root, n))
+                samples.setdefault((n, name), []).append(fn(root, n, epochs))
     return samples
 
 
-def table(samples: dict, repeats: int) -> str:
+def table(samples: dict, repeats: int, epochs: int = 5) -> str:
     lines = ["| threads | system | samples/s | time × hand-written loop | peak RSS MiB | test AUC income / marital |",
              "|--:|:--|--:|--:|--:|:--|"]
     for n in sorted({k[0] for k in samples}):
@@ -101,7 +102,7 @@ def table(samples: dict, repeats: int) -> str:
         state = "installed, but no adapter is shipped yet" if importlib.util.find_spec(module) else "not installed"
         lines.append(f"| – | {peer} | {state} | | | |")
     lines.append("| – | mtlrec-train compile=true | not implemented yet | | | |")
-    return "\n".join(lines) + f"\n\nMedians over {repeats} interleaved repeat(s); 5 epochs each, all timed."
+    return "\n".join(lines) + f"\n\nMedians over {repeats} interleaved repeat(s); {epochs} epochs each, all timed."
 
 
 def main(argv: Sequence[str] | None = None) -> None:
@@ -111,10 +112,11 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--root", required=True, help="the census-income-kdd folder")
     parser.add_argument("--threads", default="1,2", help="comma-separated thread counts (default 1,2)")
     parser.add_argument("--repeats", type=int, default=2)
+    parser.add_argument("--epochs", type=int, default=5, help="the setting's 5; fewer only to check that it runs")
     args = parser.parse_args(argv)
     started = time.perf_counter()
-    samples = compare(args.root, [int(t) for t in args.threads.split(",")], args.repeats)
-    print(table(samples, args.repeats))
+    samples = compare(args.root, [int(t) for t in args.threads.split(",")], args.repeats, args.epochs)
+    print(table(samples, args.repeats, args.epochs))
     print(f"\n({time.perf_counter() - started:.0f} s; {os.cpu_count()} cores)")
 
 

@@ -12,7 +12,8 @@ REPO = Path(__file__).resolve().parents[2]
 
 def test_bench_prints_both_sides_and_their_ratio() -> None:
     proc = subprocess.run(
-        [sys.executable, "-m", "mtlrec.bench_weightings", "--data", "womens_reviews", "--root", "tests/fixtures/womens_reviews",
+        [sys.executable, "-m", "mtlrec.bench_weightings", "--data", "womens_reviews", "--root",
+         "tests/fixtures/womens_reviews",
          "--epochs", "2", "--repeats", "1", "--weightings", "fixed"],
         cwd=REPO, capture_output=True, text=True, timeout=300,
     )
@@ -55,7 +56,8 @@ def test_out_of_core_bench_prints_conversion_rss_and_rows_per_second(tmp_path) -
 
 def test_systems_bench_runs_mtlrec_and_the_hand_written_loop_side_by_side() -> None:
     proc = subprocess.run(
-        [sys.executable, "-m", "mtlrec.bench", "--root", "tests/fixtures/census", "--threads", "1", "--repeats", "1"],
+        [sys.executable, "-m", "mtlrec.bench", "--root", "tests/fixtures/census", "--threads", "1", "--repeats", "1",
+         "--epochs", "1"],
         cwd=REPO, capture_output=True, text=True, timeout=600,
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
