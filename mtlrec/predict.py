@@ -10,6 +10,7 @@ the out-of-vocabulary id); label columns are not needed.
 from __future__ import annotations
 
 import json
+from functools import lru_cache
 from pathlib import Path
 
 import numpy as np
@@ -61,3 +62,22 @@ class RunScorer:
             for task, objective in self.objectives.items():
                 parts[task].append(objective.predict(logits[task]).cpu())
         return {t: torch.cat(p).numpy() if p else np.empty(0) for t, p in parts.items()}
+
+
+def run_split(config: dict, split: str) -> pd.DataFrame:
+    """The raw rows of ``split`` that a run with this config was evaluated on (its ``data`` config;
+    the run's seed only orders training batches), loaded once for all the runs of one dataset:
+    what ``mtlrec-fuse`` and ``mtlrec-explain`` score. A shallow copy, so callers may add columns."""
+    return _split_frames(json.dumps({"data": config["data"]}, sort_keys=True, default=str))[split].copy(deep=False)
+
+
+@lru_cache(maxsize=2)
+def _split_frames(data: str) -> dict[str, pd.DataFrame]:
+    from mtlrec.build import build_datamodule
+
+    datamodule = build_datamodule(OmegaConf.create({**json.loads(data), "seed": 0}))
+    raw = getattr(datamodule, "raw", None)
+    if raw is None or not getattr(raw, "splits", None):
+        raise ValueError("data: this run's data gives no frames in memory (a columnar cache?); score runs whose data "
+                         "loads into memory")
+    return dict(raw.splits)

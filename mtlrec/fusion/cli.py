@@ -22,11 +22,14 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from omegaconf import OmegaConf
 from torch import Tensor
 
 from mtlrec.fusion import rules as fusion
-from mtlrec.training.results import read_results, without_location_keys, write_json_atomic
+from mtlrec.training.results import (
+    read_results,
+    without_location_keys,
+    write_json_atomic,
+)
 
 PROG = "mtlrec-fuse"
 SPLITS = ("val", "test")
@@ -61,10 +64,9 @@ def _members(run_dirs: Sequence[str | Path]):
 
 
 def _split_frames(config: dict[str, Any]):
-    from mtlrec.build import build_datamodule
+    from mtlrec.predict import run_split
 
-    datamodule = build_datamodule(OmegaConf.create(config))
-    return {s: datamodule.raw.splits[s] for s in SPLITS}
+    return {s: run_split(config, s) for s in SPLITS}
 
 
 def fuse(run_dirs: Sequence[str | Path], rule_names: Sequence[str] = fusion.RULES) -> list[dict[str, Any]]:

@@ -23,11 +23,9 @@ gets the Markdown.
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import warnings
 from collections.abc import Sequence
-from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
@@ -62,24 +60,9 @@ def _load(run: str | Path):
 
 
 def _frame(config: dict, split: str, max_rows: int | None, seed: int):
-    # the seed of a run only orders its training batches: the rows are the data config's
-    return _cached_frame(json.dumps({"data": config["data"]}, sort_keys=True, default=str), split, max_rows,
-                         seed).copy(deep=False)
+    from mtlrec.predict import run_split
 
-
-@lru_cache(maxsize=4)
-def _cached_frame(data: str, split: str, max_rows: int | None, seed: int):
-    """The split's rows, loaded once for all the runs of one dataset."""
-    from omegaconf import OmegaConf
-
-    from mtlrec.build import build_datamodule
-
-    datamodule = build_datamodule(OmegaConf.create({**json.loads(data), "seed": 0}))
-    raw = getattr(datamodule, "raw", None)
-    if raw is None or split not in getattr(raw, "splits", {}):
-        raise ExplainError(f"data: this run's data gives no {split} frame in memory (a columnar cache?); explain "
-                           f"runs whose data loads into memory")
-    frame = raw.splits[split]
+    frame = run_split(config, split)
     if max_rows and len(frame) > max_rows:
         frame = frame.sample(n=max_rows, random_state=seed)
     return frame.reset_index(drop=True)

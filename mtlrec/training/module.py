@@ -293,6 +293,10 @@ class MultiTaskModule(L.LightningModule):
         experts = self._experts.report() if self._experts is not None else {}
         # gated models only (the collapse check is what makes their gate statistics meaningful)
         if self.gate_statistics.sums and self._fitting_epoch():
+            if self.trainer.world_size > 1:  # every process saw its share of the rows: add them up
+                reduce = self.trainer.strategy.reduce
+                self.gate_statistics.sums = {name: [reduce(part, reduce_op="sum") for part in parts]
+                                             for name, parts in self.gate_statistics.sums.items()}
             self.gate_history.append({"epoch": self.current_epoch + 1, "gates": self.gate_statistics.compute(),
                                       "experts": experts})
         self._experts = None

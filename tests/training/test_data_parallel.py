@@ -67,3 +67,8 @@ def test_two_processes_end_where_one_process_on_the_global_batch_ends(weighting,
     assert one["best_epoch"] == two["best_epoch"]
     for a, b in zip(one["weights"]["per_epoch"], two["weights"]["per_epoch"], strict=True):  # the task weights
         assert b == pytest.approx(a, abs=1e-4)
+    # gate utilisation over the whole validation split, not rank 0's share
+    for a, b in zip(one["gates"]["per_epoch"], two["gates"]["per_epoch"], strict=True):
+        for gate, stats in a["gates"].items():
+            assert b["gates"][gate]["mean"] == pytest.approx(stats["mean"], abs=1e-4), gate
+            assert b["gates"][gate]["entropy"] == pytest.approx(stats["entropy"], abs=1e-4), gate
