@@ -216,6 +216,24 @@ class MemmapTable(TensorTable):
             self.release()
         return Batch(out["features"], out["labels"], out["masks"], rows)
 
+    def _columns(self):
+        for kind in ("features", "labels", "masks"):
+            for key, mapped in getattr(self, kind).items():
+                yield kind, key, mapped, self._wide.get(f"{kind}.{key}", mapped.dtype)
+
+    def to(self, device: torch.device | str) -> TensorTable:
+        """The whole split on ``device``, in the dtypes batches have (narrow stored ones widened there,
+        not on the host)."""
+        groups: dict[str, dict[str, Tensor]] = {"features": {}, "labels": {}, "masks": {}}
+        for kind, key, mapped, dtype in self._columns():
+            groups[kind][key] = mapped.to(device).to(dtype)
+        self.release()
+        return TensorTable(groups["features"], groups["labels"], groups["masks"], num_rows=len(self))
+
+    @property
+    def nbytes(self) -> int:
+        return sum(mapped.numel() * dtype.itemsize for _, _, mapped, dtype in self._columns())
+
     def release(self) -> None:
         """Hand the mapped pages back to the kernel (they stay in the page cache)."""
         for array in self._maps:
@@ -235,18 +253,16 @@ class ColumnarDataModule(TabularDataModule):
     tables come from the folder; batches are formed exactly as in memory."""
 
     def __init__(self, folder: str | Path, batch_size: int = 1024, eval_batch_size: int = 16384, seed: int = 0,
-                 num_workers: int | None = None):
+                 num_workers: int | None = None, on_device: str | bool = "auto"):
         self.folder = Path(folder)
         self.manifest = json.loads((self.folder / MANIFEST).read_text())
         schema = Schema.from_dict(json.loads((self.folder / SCHEMA_FILE).read_text()))
         self.raw = _Described(self.manifest["name"], self.manifest["sources"], schema)
-        super().__init__(self.raw, batch_size, eval_batch_size, seed, num_workers)
+        super().__init__(self.raw, batch_size, eval_batch_size, seed, num_workers, on_device)
         self.schema = schema
         self.preprocessor = Preprocessor.load(self.folder / PREPROCESSOR_FILE, schema)
 
-    def setup(self, stage: str | None = None) -> None:
-        if self.tables:
-            return
+    def _build_tables(self) -> None:
         tables = {}
         for split in SPLITS:
             tables[split] = MemmapTable(self.folder, split, self.manifest["groups"][split])

@@ -58,14 +58,20 @@ class TabularDataModule(L.LightningDataModule):
     Batches are formed by indexing the tables, so there is nothing to collate; the collate step
     only runs :attr:`batch_transforms` (reading pixels for a backbone that trains), in
     ``num_workers`` worker processes. ``num_workers=None``: 0 when there is nothing to transform
-    (workers would only add copies), else up to 2.
+    (workers would only add copies), else up to 2. On a GPU the tables move to it when they fit
+    (``on_device``, see :meth:`_place_tables`); otherwise batches are page-locked for an
+    asynchronous copy.
     """
 
     def __init__(self, raw: RawDataset, batch_size: int = 1024, eval_batch_size: int = 16384, seed: int = 0,
-                 num_workers: int | None = None):
+                 num_workers: int | None = None, on_device: str | bool = "auto"):
         super().__init__()
         if num_workers is not None and num_workers < 0:
             raise ValueError(f"data.loader.num_workers must be >= 0, got {num_workers}")
+        if on_device not in ("auto", True, False):
+            raise ValueError(f"data.loader.on_device must be auto, true or false, got {on_device!r}")
+        self.on_device = on_device
+        self.table_device: torch.device | None = None  # set when the tables moved to the accelerator
         self.raw, self.schema = raw, raw.schema
         self.batch_size, self.eval_batch_size, self.seed = batch_size, eval_batch_size, seed
         self.num_workers = num_workers
@@ -82,8 +88,32 @@ class TabularDataModule(L.LightningDataModule):
         self.train_batch_transforms = dict(training) if training is not None else dict(transforms)
 
     def setup(self, stage: str | None = None) -> None:
-        if self.tables:
+        if not self.tables:
+            self._build_tables()
+        trainer = getattr(self, "trainer", None)
+        if trainer is not None and self.table_device is None:
+            self._place_tables(trainer.strategy.root_device)
+
+    def _place_tables(self, device: torch.device) -> None:
+        """The tables on the accelerator when they fit (``data.loader.on_device``): a batch is then
+        gathered there, with no host-to-device copy of it per step. ``auto``: when every split
+        together takes at most a quarter of the device's free memory (the rest is the model's and
+        its activations') and no batch transform reads files (image pixels are read by workers)."""
+        if device.type == "cpu" or self.on_device is False:
             return
+        nbytes = sum(t.nbytes for t in self.tables.values())
+        transforms = bool(self.batch_transforms or self.train_batch_transforms)
+        if self.on_device is True and transforms:
+            raise ValueError("data.loader.on_device=true: this run's batches go through transforms that read files "
+                             "(image pixels), in DataLoader workers; use data.loader.on_device=auto or false")
+        if self.on_device == "auto":
+            free = torch.cuda.mem_get_info(device)[0] if device.type == "cuda" else 0
+            if transforms or nbytes > free // 4:
+                return
+        self.tables = {split: table.to(device) for split, table in self.tables.items()}
+        self.table_device = device
+
+    def _build_tables(self) -> None:
         self.preprocessor.fit(self.raw.splits["train"], split=self.raw.where("train"))
         self.schema = self.preprocessor.fitted_schema
         tables = {}
@@ -113,13 +143,17 @@ class TabularDataModule(L.LightningDataModule):
         trainer = getattr(self, "trainer", None)  # data parallel: this process's share (IndexBatchSampler)
         rank, world = (trainer.global_rank, trainer.world_size) if trainer is not None else (0, 1)
         sampler = IndexBatchSampler(len(table), batch_size, shuffle=shuffle, seed=self.seed, rank=rank,
-                                    world_size=world)
+                                    world_size=world, device=self.table_device)
         transforms = self.train_batch_transforms if split == "train" else self.batch_transforms
         workers = self.num_workers
         if workers is None:
             workers = min(2, os.cpu_count() or 1) if transforms else 0
+        if self.table_device is not None:
+            workers = 0  # batches are gathered on the device, in this process
+        # tables on the host, model on a GPU: page-locked batches, copied asynchronously
+        pin = trainer is not None and self.table_device is None and trainer.strategy.root_device.type == "cuda"
         return DataLoader(table, sampler=sampler, batch_size=None, collate_fn=BatchTransforms(transforms),
-                          num_workers=workers, persistent_workers=workers > 0)
+                          num_workers=workers, persistent_workers=workers > 0, pin_memory=pin)
 
     def train_dataloader(self) -> DataLoader:
         return self._loader("train", self.batch_size, shuffle=True)

@@ -39,6 +39,13 @@ class Batch:
         domain = None if self.domain is None else self.domain.to(device, non_blocking=non_blocking)
         return Batch(move(self.features), move(self.labels), move(self.masks), self.num_rows, domain)
 
+    def pin_memory(self) -> "Batch":
+        """Page-locked copies (what ``DataLoader(pin_memory=True)`` calls), so that the copy to a
+        GPU is asynchronous."""
+        pin = lambda d: {k: v.pin_memory() for k, v in d.items()}  # noqa: E731
+        domain = None if self.domain is None else self.domain.pin_memory()
+        return Batch(pin(self.features), pin(self.labels), pin(self.masks), self.num_rows, domain)
+
 
 @dataclass
 class TensorTable:
@@ -75,6 +82,18 @@ class TensorTable:
             None if self.domain is None else self.domain[index],
         )
 
+    def to(self, device: torch.device | str) -> "TensorTable":
+        """The same table with every tensor on ``device`` (batches are then gathered there)."""
+        move = lambda d: {k: v.to(device) for k, v in d.items()}  # noqa: E731
+        domain = None if self.domain is None else self.domain.to(device)
+        return TensorTable(move(self.features), move(self.labels), move(self.masks), self.num_rows, domain)
+
+    @property
+    def nbytes(self) -> int:
+        tensors = [*self.features.values(), *self.labels.values(), *self.masks.values()]
+        tensors += [self.domain] if self.domain is not None else []
+        return sum(t.numel() * t.element_size() for t in tensors)
+
     def labelled_counts(self) -> dict[str, int]:
         """Per task, how many rows carry a label (its sample space)."""
         n = len(self)
@@ -94,10 +113,13 @@ class IndexBatchSampler(Sampler):
     per epoch across the processes, every process takes the same number of steps, and a step's
     gradient, all-reduced, is that of one process on the global batch. Evaluation gives each process
     a contiguous share of the rows (every row once; the metrics are synchronised when computed).
+
+    ``device``: the permutation goes there once per epoch, so that a table on a GPU is indexed by
+    indices already on it (no host-to-device copy per step).
     """
 
     def __init__(self, num_rows: int, batch_size: int, shuffle: bool, seed: int = 0, drop_last: bool = False,
-                 rank: int = 0, world_size: int = 1):
+                 rank: int = 0, world_size: int = 1, device: torch.device | str | None = None):
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size} (option data.loader.batch_size)")
         if not 0 <= rank < world_size:
@@ -105,6 +127,7 @@ class IndexBatchSampler(Sampler):
         self.num_rows, self.batch_size, self.shuffle = num_rows, batch_size, shuffle
         self.seed, self.drop_last = seed, drop_last
         self.rank, self.world_size = rank, world_size
+        self.device = device  # where the training indices go (the tables' device): one copy per epoch
         self.epoch = 0
         rest = num_rows % (batch_size * world_size)
         if shuffle and not drop_last and 0 < rest < world_size:
@@ -132,7 +155,9 @@ class IndexBatchSampler(Sampler):
                 yield slice(start + i * self.batch_size, min(start + (i + 1) * self.batch_size, stop))
             return
         gen = torch.Generator().manual_seed(self.seed * 100_003 + self.epoch)
-        order = torch.randperm(self.num_rows, generator=gen)
+        order = torch.randperm(self.num_rows, generator=gen)  # drawn on the host: the same order on any device
+        if self.device is not None:
+            order = order.to(self.device)
         self.epoch += 1
         size = self.batch_size * self.world_size
         for i in range(len(self)):

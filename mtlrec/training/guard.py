@@ -6,13 +6,12 @@ on a NaN *validation* metric). The guard makes it a failed run that says where i
 
 It costs no host synchronisation per step: each step folds "is each task's loss finite" into a
 small tensor on the loss's device (the first step each task went wrong, and the value), and the
-tensor is read every ``check_every`` steps and at the end of each epoch. The weights come to the
-module as Python floats already, so they are checked on every step.
+tensor is read every ``check_every`` steps and at the end of each epoch. The task weights are
+folded in the same way.
 """
 
 from __future__ import annotations
 
-import math
 from collections.abc import Mapping, Sequence
 
 import torch
@@ -40,11 +39,10 @@ class NonFiniteGuard:
         self._first: Tensor | None = None  # per task: the first step its loss was not finite, -1 while it is
         self._value: Tensor | None = None
 
-    def observe(self, losses: Mapping[str, Tensor], weights: Mapping[str, float], step: int) -> None:
-        for task, weight in weights.items():
-            if not math.isfinite(weight):
-                raise NonFiniteError("weight", task, step, weight)
-        values = torch.stack([losses[t].detach().float() for t in self.tasks])
+    def observe(self, losses: Mapping[str, Tensor], weights: Tensor, step: int) -> None:
+        """``weights``: the step's task weights, ``[T]`` in ``tasks`` order."""
+        values = torch.cat([torch.stack([losses[t].detach().float() for t in self.tasks]),
+                            weights.detach().float().to(losses[self.tasks[0]].device)])
         if self._first is None:
             self._first = torch.full_like(values, -1, dtype=torch.long)
             self._value = torch.zeros_like(values)
@@ -61,4 +59,6 @@ class NonFiniteGuard:
         seen = [(s, i) for i, s in enumerate(first) if s >= 0]
         if seen:
             step, i = min(seen)
-            raise NonFiniteError("training loss", self.tasks[i], step, float(self._value[i]))
+            n = len(self.tasks)  # the losses come first, then the weights
+            quantity = "training loss" if i < n else "weight"
+            raise NonFiniteError(quantity, self.tasks[i % n], step, float(self._value[i]))

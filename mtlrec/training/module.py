@@ -24,6 +24,7 @@ from mtlrec.data.table import Batch
 from mtlrec.insight.conflict import GradientConflict, conflict_parameters
 from mtlrec.insight.gates import ExpertCapture, GateStatistics
 from mtlrec.models.base import Architecture, TaskOutputs
+from mtlrec.training.collective import average_gradients
 from mtlrec.training.guard import NonFiniteGuard
 from mtlrec.training.objectives import objective_for
 from mtlrec.transfer.adaptation import DomainAdaptation
@@ -76,7 +77,7 @@ class MultiTaskModule(L.LightningModule):
         )
         self._epoch_loss: dict[str, Tensor] = {}
         self._epoch_auxiliary: dict[str, Tensor] = {}
-        self._epoch_weights: dict[str, float] = {}
+        self._epoch_weights: Tensor | None = None  # the step weights' sum over the epoch
         self._epoch_steps = 0
         self.guard = NonFiniteGuard(self.trained_tasks)
         self.weight_history: list[dict[str, float]] = []
@@ -135,9 +136,7 @@ class MultiTaskModule(L.LightningModule):
         plus the auxiliary terms the architecture attached to the task."""
         losses = {}
         for task in self.trained_tasks:
-            logits, target = _in_sample_space(outputs, batch, task)
-            # an all-masked batch contributes zero loss but keeps the graph connected
-            loss = self.objectives[task].loss(logits, target) if target.numel() else logits.sum() * 0.0
+            loss = _masked_loss(self.objectives[task], outputs.logits[task], batch.labels[task], batch.masks.get(task))
             for term in outputs.auxiliary.get(task, {}).values():
                 loss = loss + term
             losses[task] = loss
@@ -158,6 +157,18 @@ class MultiTaskModule(L.LightningModule):
 
     def on_train_start(self) -> None:
         self._total_steps = float(self.trainer.estimated_stepping_batches)
+        # data parallel with a weighting that sets gradients itself: DDP's all-reduce (which sees
+        # only the trainer's backward) is off for its backward, and every gradient is averaged after
+        # it (the weighting decided on global quantities, see Weighting.sets_gradients)
+        self._averages_gradients = self.weighting.sets_gradients and self.trainer.world_size > 1
+
+    def _weighting_backward(self, losses: Mapping[str, Tensor], features: Tensor | None) -> None:
+        if not getattr(self, "_averages_gradients", False):
+            self.weighting.backward(losses, self.manual_backward, features=features)
+            return
+        with self.trainer.strategy.block_backward_sync():
+            self.weighting.backward(losses, self.manual_backward, features=features)
+        average_gradients(self.architecture.parameters())
 
     def _adaptation_gradients(self, outputs: TaskOutputs, batch: Batch) -> list[tuple[nn.Parameter, Tensor]]:
         """The adaptation loss's gradients, taken before the weighting's backward frees the graph
@@ -184,25 +195,28 @@ class MultiTaskModule(L.LightningModule):
         adapted = self._adaptation_gradients(outputs, batch) if self.adaptation is not None else []
         if self.conflict.due(step):  # before the weighting's backward frees the graph
             self.conflict.measure(step, losses)
-        self.weighting.backward(losses, self.manual_backward, features=outputs.features)
+        self._weighting_backward(losses, outputs.features)
         for param, grad in adapted:
             param.grad = grad if param.grad is None else param.grad + grad
         if self.l2sp is not None:
             self.l2sp.add_gradient()
         optimizer.step()
-        weights = self.weighting.weights()
+        # no host sync per step: the weights stay a tensor ([T], trained_tasks order) and the
+        # guard folds its checks into tensors, read every check_every steps
+        weights = self.weighting.weight_values(self.device)
         self.guard.observe(losses, weights, step)
         self._accumulate(losses, weights)
         # The logger only writes every `log_every_n_steps` steps; calling self.log on the other
         # steps would cost ~2 ms each for nothing (measured: a third of a small model's step).
         if self.global_step % self.trainer.log_every_n_steps == 0:
-            self.log_dict({f"weight/{t}": w for t, w in weights.items()}, on_step=True, on_epoch=False)
+            self.log_dict({f"weight/{t}": weights[j] for j, t in enumerate(self.trained_tasks)}, on_step=True,
+                          on_epoch=False)
             self.log("train/loss", sum(l.detach() for l in losses.values()), on_step=True, on_epoch=False)
 
-    def _accumulate(self, losses: Mapping[str, Tensor], weights: Mapping[str, float]) -> None:
+    def _accumulate(self, losses: Mapping[str, Tensor], weights: Tensor) -> None:
         for t, loss in losses.items():
             self._epoch_loss[t] = self._epoch_loss.get(t, 0.0) + loss.detach()
-            self._epoch_weights[t] = self._epoch_weights.get(t, 0.0) + weights[t]
+        self._epoch_weights = weights if self._epoch_weights is None else self._epoch_weights + weights
         self._epoch_steps += 1
 
     def _accumulate_auxiliary(self, outputs: TaskOutputs) -> None:
@@ -222,11 +236,12 @@ class MultiTaskModule(L.LightningModule):
             self.log_dict({k: float(v) / self._epoch_steps for k, v in self._epoch_auxiliary.items()})
             self._epoch_auxiliary = {}
         mean_losses = {t: float(v) / self._epoch_steps for t, v in self._global_means(self._epoch_loss).items()}
-        self.weight_history.append({t: v / self._epoch_steps for t, v in self._epoch_weights.items()})
+        weight_sums = self._epoch_weights.tolist()
+        self.weight_history.append({t: weight_sums[j] / self._epoch_steps for j, t in enumerate(self.trained_tasks)})
         self.loss_history.append(mean_losses)
         self.log_dict({f"train/{t}/loss": v for t, v in mean_losses.items()})
         self.weighting.on_train_epoch_end(mean_losses)
-        self._epoch_loss, self._epoch_weights, self._epoch_steps = {}, {}, 0
+        self._epoch_loss, self._epoch_weights, self._epoch_steps = {}, None, 0
 
     def _global_means(self, sums: Mapping[str, Tensor]) -> Mapping[str, Tensor]:
         """Per-process epoch sums, averaged over the processes of a data-parallel run (each takes
@@ -344,6 +359,20 @@ def _grouped_by_options(module: nn.Module, overrides: Mapping[int, Mapping[str, 
             chosen = options.get(id(param), {})
             groups.setdefault(tuple(sorted(chosen.items())), {"params": [], **chosen})["params"].append(param)
     return sorted(groups.values(), key=lambda g: len(g) > 1)  # the plain group first
+
+
+def _masked_loss(objective, logits: Tensor, target: Tensor, mask: Tensor | None) -> Tensor:
+    """The task's mean loss over the rows of its sample space (its mask; all rows if none).
+
+    A multiplicative mask, not ``logits[mask]``: boolean indexing waits for the device to count
+    the rows every step. Rows outside the sample space get a placeholder label (theirs may be
+    anything, NaN included) and a loss of exactly 0; a batch with none of the task's rows gives
+    exactly 0 with the graph kept (the weightings read a 0 loss as "no rows this step")."""
+    if mask is None:
+        return objective.loss(logits, target)
+    rows = mask.view(-1, *([1] * (target.dim() - 1)))
+    per_row = objective.per_sample_loss(logits, torch.where(rows, target, torch.zeros_like(target)))
+    return torch.where(mask, per_row, torch.zeros_like(per_row)).sum() / mask.sum().clamp_min(1)
 
 
 def _in_sample_space(outputs: TaskOutputs, batch: Batch, task: str) -> tuple[Tensor, Tensor]:

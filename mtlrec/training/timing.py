@@ -24,7 +24,8 @@ class TrainThroughput(L.Callback):
             self._started = None
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
-        self.samples += len(batch)
+        # data parallel: every process trains on its equal share of the global batch at once
+        self.samples += len(batch) * trainer.world_size
 
     def on_validation_epoch_start(self, trainer, pl_module) -> None:
         # (trainer.training is False here, during fit's validation too: stop unconditionally;

@@ -41,9 +41,15 @@ parameters join the Jacobian (T passes through the CNN, T rows over its paramete
 At this level the trainer's backward runs twice per step (the encoder's pass, then the task
 parameters'), so a hook that inspects gradients after the first sees them partly filled.
 
+Data parallel (``trainer.devices>1``): the Jacobian's rows are averaged over the processes (one
+all-reduce) before ``jac_to_grad``, so every process aggregates the global batch's rows identically
+(aggregation is not linear: averaging each process's aggregated direction would be another
+update); the task-specific gradients are averaged by the training module (DDP's own all-reduce is
+off for the step). ``level="representation"`` is refused there (its Jacobian's z-block is
+per row of each process's share).
+
 Limitations: the shared gradient bypasses ``backward_fn``, so a precision plugin's loss scaling
-(fp16 ``GradScaler``) would not apply to it — use fp32 or bf16 with these schemes; likewise DDP's
-gradient all-reduce would not see it (single-device training). Jacobian rows are the tasks present
+(fp16 ``GradScaler``) would not apply to it — use fp32 or bf16 with these schemes. Jacobian rows are the tasks present
 in ``losses`` whose loss is not exactly 0 (an all-masked batch); NashMTL's ``n_tasks`` is fixed,
 so it always gets one row per task (with a zero row it still returns a finite direction).
 """
@@ -148,7 +154,9 @@ class AggregationWeighting(Weighting):
         # e.g. zero MGDA's min-norm direction. Its row is dropped, unless the aggregator was built
         # for a fixed number of rows (``n_tasks``, NashMTL), which then sees the zero row.
         if getattr(self.aggregator, "n_tasks", None) is None:
-            keep = [j for j, v in enumerate(loss_list) if v.detach().item() != 0.0]
+            # (data parallel: a task is kept when any process has labelled rows of it)
+            magnitudes = self._global([torch.stack(loss_list).detach().abs()])[0].tolist()
+            keep = [j for j, v in enumerate(magnitudes) if v != 0.0]
             present = [present[j] for j in keep]
             loss_list = [loss_list[j] for j in keep]
         if not loss_list:
@@ -178,8 +186,21 @@ class AggregationWeighting(Weighting):
             finally:
                 for p, g in zip(self._shared, saved, strict=True):
                     p.grad = g
+        # data parallel: the global batch's Jacobian (one all-reduce), so that every process
+        # aggregates the same rows into the same direction
+        for param, rows in zip(self._shared, self._global([p.jac for p in self._shared]), strict=True):
+            param.jac = rows
         w = self._aggregate(self._shared)
         self._last_weights_t = (present, w.detach()) if w is not None else None
+
+    def check_trainer(self, precision: str, world_size: int) -> None:
+        super().check_trainer(precision, world_size)
+        if self.level == "representation" and world_size > 1:
+            raise ValueError(
+                f"weighting.level=representation: the Jacobian on the shared representation has one column block "
+                f"per row of each process's share, so it cannot be averaged over {world_size} processes; use "
+                f"weighting.level=parameters, or trainer.devices=1"
+            )
 
     def _aggregate(self, tensors: list[Tensor]) -> Tensor | None:
         """``jac_to_grad`` outside autocast: under ``bf16-mixed`` the Gramian ``J Jᵀ`` would be a
@@ -206,6 +227,14 @@ class AggregationWeighting(Weighting):
             backward_fn((features * stand_in.grad).sum(), inputs=self._below, retain_graph=bool(task_params))
         if task_params:
             backward_fn(total, inputs=task_params)
+
+    def weight_values(self, device: torch.device) -> Tensor:
+        if self._last_weights_t is None:
+            return super().weight_values(device)
+        present, w = self._last_weights_t
+        if len(present) == len(self.task_names):
+            return w.to(device=device, dtype=torch.float32)
+        return super().weight_values(device)  # rows dropped this step (the aggregator synced already)
 
     def weights(self) -> dict[str, float]:
         """The aggregator's weights on the task gradients at the last step (shared parameters):

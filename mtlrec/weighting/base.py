@@ -18,6 +18,8 @@ from dataclasses import dataclass, field
 import torch
 from torch import Tensor, nn
 
+from mtlrec.training.collective import mean_over_processes
+
 BackwardFn = Callable[..., None]  # (loss, **kwargs of Tensor.backward, e.g. inputs=...)
 
 
@@ -58,26 +60,27 @@ class Weighting(nn.Module, ABC):
     # True for schemes that write ``.grad`` themselves, outside ``backward_fn`` (GradNorm's last
     # shared layer, the aggregators' shared parameters): those gradients never pass through fp16's
     # loss scaling (the scaler then divides them by its scale: the parameters barely move) nor
-    # through a multi-device strategy's all-reduce (the replicas drift apart).
+    # through a multi-device strategy's all-reduce. Under data parallelism the training module then
+    # turns DDP's all-reduce off for the step and averages every gradient itself afterwards
+    # (:func:`mtlrec.training.collective.average_gradients`); the scheme makes its own decisions on
+    # global quantities (:meth:`_global`), so they are the same on every process.
     sets_gradients: bool = False
 
     def check_trainer(self, precision: str, world_size: int) -> None:
         """Refuse, in one line, a trainer this scheme's update would be silently wrong under."""
-        if not self.sets_gradients:
-            return
-        name = type(self).__name__
-        if str(precision).startswith("16"):
+        if self.sets_gradients and str(precision).startswith("16"):
             raise ValueError(
-                f"trainer.precision={precision}: {name} sets gradients outside the trainer's backward, which fp16's "
-                f"loss scaling does not see (the update would be divided by the scale); use trainer.precision=32 or "
-                f"bf16-mixed, or a loss-based weighting (fixed, uncertainty, dwa)"
+                f"trainer.precision={precision}: {type(self).__name__} sets gradients outside the trainer's backward, "
+                f"which fp16's loss scaling does not see (the update would be divided by the scale); use "
+                f"trainer.precision=32 or bf16-mixed, or a loss-based weighting (fixed, uncertainty, dwa)"
             )
-        if world_size > 1:
-            raise ValueError(
-                f"trainer.devices: {name} sets gradients outside the trainer's backward, which a {world_size}-process "
-                f"strategy does not all-reduce; train it on one device (trainer.devices=1) or choose a loss-based "
-                f"weighting (fixed, uncertainty, dwa)"
-            )
+
+    @staticmethod
+    def _global(tensors: Sequence[Tensor]) -> list[Tensor]:
+        """The tensors' means over the processes of a data-parallel run (one all-reduce for all of
+        them); on one process, the tensors themselves. A scheme that sets gradients reads per-task
+        losses and gradients through this before deciding anything from them."""
+        return mean_over_processes(tensors)
 
     def setup(
         self,
@@ -106,6 +109,18 @@ class Weighting(nn.Module, ABC):
     def weights(self) -> dict[str, float]:
         """Current per-task weights, for logging (equal weights unless overridden)."""
         return {t: 1.0 for t in self.task_names}
+
+    def weight_values(self, device: torch.device) -> Tensor:
+        """The current weights as a tensor on ``device``, in ``task_names`` order, read every
+        training step: without waiting for the device (no ``.tolist()``, no new host-to-device
+        copy per step). Schemes whose weights are tensors override it; here the (Python) weights
+        are copied once per change of their values."""
+        values = tuple(self.weights()[t] for t in self.task_names)
+        cached = getattr(self, "_weight_values", None)
+        if cached is None or cached[0] != (values, device):
+            cached = ((values, device), torch.tensor(values, dtype=torch.float32, device=device))
+            self._weight_values = cached
+        return cached[1]
 
     def on_train_epoch_end(self, epoch_mean_losses: Mapping[str, float]) -> None:
         """Hook for schemes that adapt per epoch (DWA)."""

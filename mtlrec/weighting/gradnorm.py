@@ -33,6 +33,12 @@ recorded at its first step with a non-zero loss. Tasks missing from ``losses`` a
 No shared layer (``last_shared_parameters`` empty, e.g. independent single-task networks): there is
 no common W to balance gradients on, so the weights stay at 1 (plain sum of the losses) and a
 warning is issued once.
+
+Data parallel (``trainer.devices>1``): each process holds its share of the global batch. The
+per-task gradients on W and the losses are averaged over the processes (one all-reduce) before the
+norms, ``L_i(0)``, the ratios and ``L_grad`` are formed, so the weights take the same step on every
+process and equal those of one process on the global batch; the model's gradients are averaged by
+the training module afterwards (``MultiTaskModule``, with DDP's own all-reduce off for the step).
 """
 
 from __future__ import annotations
@@ -107,24 +113,24 @@ class GradNormWeighting(LearnedWeighting):
             backward_fn(torch.stack([losses[t].reshape(()) for t in present]).sum())
             return
 
-        # ‖∇_W L_i‖ for each task present, on W only (graph kept for the model's backward).
-        norms, task_grads = [], []
+        # ∇_W L_i for each task present, on W only (graph kept for the model's backward); a W the
+        # task does not reach gets a zero gradient.
+        task_grads = []
         for t in present:
-            grads = torch.autograd.grad(
-                losses[t], last_shared, retain_graph=True, allow_unused=True
-            )
-            task_grads.append(grads)
-            sq = sum(
-                (_acc(g.detach()).pow(2).sum() for g in grads if g is not None),
-                torch.zeros((), device=w_all.device),
-            )
-            norms.append(sq.sqrt())
-        norms_t = torch.stack(norms).to(device=w_all.device, dtype=w_all.dtype)
-
-        index = torch.tensor(idx, device=w_all.device)
+            grads = torch.autograd.grad(losses[t], last_shared, retain_graph=True, allow_unused=True)
+            task_grads.append([torch.zeros_like(p) if g is None else g for p, g in zip(last_shared, grads)])
         loss_vals = torch.stack([_acc(losses[t].detach()).reshape(()) for t in present]).to(
             device=w_all.device, dtype=self.initial_losses.dtype
         )
+        # Data parallel: the global batch's per-task gradients on W and losses (one all-reduce), so
+        # the norms, L_i(0), the loss ratios and the weights are the same on every process.
+        flat = [g for grads in task_grads for g in grads]
+        *flat, loss_vals = self._global([*flat, loss_vals])
+        task_grads = [flat[j * len(last_shared) : (j + 1) * len(last_shared)] for j in range(len(present))]
+        norms_t = torch.stack([torch.stack([_acc(g.detach()).pow(2).sum() for g in grads]).sum().sqrt()
+                               for grads in task_grads]).to(device=w_all.device, dtype=w_all.dtype)
+
+        index = self._index(idx, w_all.device)
         # A task whose loss is exactly 0 had no labelled rows in the batch (the training module
         # returns 0·logits then): it takes no part in this step's GradNorm update. Masks, not
         # Python branches, so no device sync per step.
@@ -149,10 +155,8 @@ class GradNormWeighting(LearnedWeighting):
             backward_fn((w_fixed * stacked).sum(), inputs=others)
             with torch.no_grad():
                 for k, param in enumerate(last_shared):
-                    parts = [w_fixed[j] * g[k] for j, g in enumerate(task_grads) if g[k] is not None]
-                    if parts:
-                        total = torch.stack(parts).sum(0).to(param.dtype)
-                        param.grad = total if param.grad is None else param.grad + total
+                    total = torch.stack([w_fixed[j] * g[k] for j, g in enumerate(task_grads)]).sum(0).to(param.dtype)
+                    param.grad = total if param.grad is None else param.grad + total
 
         # GradNorm loss on the weights (targets constant), over the valid tasks.
         vf = valid.to(w.dtype)
@@ -195,3 +199,6 @@ class GradNormWeighting(LearnedWeighting):
 
     def weights(self) -> dict[str, float]:
         return dict(zip(self.task_names, self.task_weights.detach().tolist(), strict=True))
+
+    def weight_values(self, device: torch.device) -> Tensor:
+        return self.task_weights.detach().clone().to(device)

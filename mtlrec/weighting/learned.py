@@ -66,6 +66,14 @@ class LearnedWeighting(Weighting):
             self._pending_opt_state = None
         return opt
 
+    def _index(self, idx: list[int], device: torch.device) -> Tensor:
+        """The present tasks' positions as a tensor on ``device``, cached: a new host-to-device
+        copy every step would wait for the device."""
+        key = (tuple(idx), device)
+        if getattr(self, "_index_key", None) != key:
+            self._index_t, self._index_key = torch.tensor(idx, device=device), key
+        return self._index_t
+
     def _step_learned(self, objective: Tensor) -> None:
         """One optimizer step of the learned parameters on ``objective`` (gradient taken with
         respect to them only, so the model's ``.grad`` is left as it is)."""

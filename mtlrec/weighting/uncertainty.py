@@ -108,7 +108,7 @@ class UncertaintyWeighting(LearnedWeighting):
         idx = [i for i, t in enumerate(self.task_names) if t in losses]
         present = [self.task_names[i] for i in idx]
         stacked = torch.stack([losses[t].reshape(()) for t in present])
-        index = torch.tensor(idx, device=self.log_vars.device)
+        index = self._index(idx, self.log_vars.device)
         s = self.log_vars.index_select(0, index)
         mult = self._coef.index_select(0, index) * torch.exp(-s)  # c_k·e^{−s_k}
 
@@ -127,6 +127,10 @@ class UncertaintyWeighting(LearnedWeighting):
         with torch.no_grad():
             mult = (self._coef * torch.exp(-self.log_vars)).tolist()
         return dict(zip(self.task_names, mult, strict=True))
+
+    def weight_values(self, device: torch.device) -> Tensor:
+        with torch.no_grad():
+            return (self._coef * torch.exp(-self.log_vars)).to(device)
 
     def log_variances(self) -> dict[str, float]:
         """The learned ``s_k = log σ_k²``."""

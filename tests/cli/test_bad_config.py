@@ -34,8 +34,9 @@ CASES = {
     "learning rate 0": (["optimizer.lr=0"], ["optimizer.lr=0", "above 0"]),
     "negative weighting learning rate": (["weighting=uncertainty", "weighting.lr=-0.1"],
                                          ["weighting.lr=-0.1", "above 0"]),
-    "GradNorm on two devices": (["weighting=gradnorm", "trainer.accelerator=cpu", "trainer.devices=2"],
-                                ["trainer.devices", "GradNormWeighting", "all-reduce", "trainer.devices=1"]),
+    "aggregation on the representation, two processes": (
+        ["weighting=upgrad", "weighting.level=representation", "trainer=ddp", "trainer.accelerator=cpu"],
+        ["weighting.level=representation", "2 processes", "weighting.level=parameters"]),
     "bad console option": (["console.progress_bar=none"], ["console.progress_bar='none'", "auto, true or false"]),
     "an accelerator this machine lacks": (["trainer.accelerator=tpu"], ["mtlrec-train: error: trainer: ", "torch_xla"]),
 }
@@ -108,7 +109,7 @@ WEIGHTINGS = sorted(p.stem for p in (Path(__file__).resolve().parents[2] / "conf
 
 
 @pytest.mark.parametrize("name", WEIGHTINGS)
-def test_weightings_that_set_gradients_refuse_fp16_and_several_devices(name) -> None:
+def test_weightings_that_set_gradients_refuse_fp16(name) -> None:
     from hydra import compose, initialize_config_dir
     from hydra.utils import instantiate
 
@@ -123,11 +124,19 @@ def test_weightings_that_set_gradients_refuse_fp16_and_several_devices(name) -> 
     if weighting.sets_gradients:
         with pytest.raises(ValueError, match="trainer.precision=16-mixed: .* bf16-mixed"):
             weighting.check_trainer("16-mixed", 1)
-        with pytest.raises(ValueError, match="trainer.devices: .* 2-process"):
-            weighting.check_trainer("32-true", 2)
     else:
         weighting.check_trainer("16-mixed", 1)
-        weighting.check_trainer("32-true", 2)
+    weighting.check_trainer("32-true", 2)  # several processes: every scheme reduces what it decides on
+
+
+def test_aggregation_on_the_representation_is_refused_under_several_processes() -> None:
+    from torchjd.aggregation import UPGrad
+
+    from mtlrec.weighting.aggregation import AggregationWeighting
+
+    AggregationWeighting(UPGrad(), level="representation").check_trainer("32-true", 1)
+    with pytest.raises(ValueError, match=r"weighting.level=representation: .* 2 processes; use weighting.level=param"):
+        AggregationWeighting(UPGrad(), level="representation").check_trainer("32-true", 2)
 
 
 def test_init_from_an_incompatible_or_missing_run_is_one_line(tmp_path, monkeypatch, capfd) -> None:

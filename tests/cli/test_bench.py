@@ -66,3 +66,17 @@ def test_systems_bench_runs_mtlrec_and_the_hand_written_loop_side_by_side() -> N
     assert rows["hand-written loop"][3] == "1.00"  # the yardstick's own ratio
     assert float(rows["mtlrec-train"][3]) > 0 and float(rows["mtlrec-train"][4].replace(",", "")) > 100  # RSS MiB
     assert "| – | DeepCTR-Torch |" in proc.stdout and "compile=true | not implemented yet" in proc.stdout
+
+
+def test_scaling_bench_runs_one_and_two_processes_side_by_side() -> None:
+    proc = subprocess.run(
+        [sys.executable, "-m", "mtlrec.bench_scaling", "--root", "tests/fixtures/census", "--repeats", "1",
+         "--epochs", "1"],
+        cwd=REPO, capture_output=True, text=True, timeout=600,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    rows = {line.split(" | ")[0].lstrip("| "): line.split(" | ") for line in proc.stdout.splitlines()
+            if line.startswith("| 1 process") or line.startswith("| 2 processes")}
+    assert set(rows) == {"1 process × 1 thread", "1 process × 2 threads", "2 processes × 1 thread (DDP)"}
+    assert rows["1 process × 1 thread"][2] == "1.00"  # the yardstick's own ratio
+    assert float(rows["2 processes × 1 thread (DDP)"][1].replace(",", "")) > 0

@@ -151,3 +151,18 @@ def test_training_out_of_core_ends_with_the_in_memory_metrics(tmp_path) -> None:
     mapped, _ = train_in_process(tmp_path / "mapped", [*base, "data.out_of_core.enabled=true",
                                                        f"data.out_of_core.cache_dir={tmp_path / 'cache'}"])
     assert mapped["metrics"] == memory["metrics"] and mapped["config_hash"] == memory["config_hash"]
+
+
+def test_a_mapped_split_moved_whole_has_the_dtypes_and_values_of_its_batches(files, tmp_path) -> None:
+    """What the tables on a GPU hold (``data.loader.on_device``): the stored narrow columns widened."""
+    mapped = _mapped(_overrides(files), tmp_path / "cache")
+    table = mapped.tables["train"]
+    whole, gathered = table.to("cpu"), table[torch.arange(len(table))]
+    assert type(whole).__name__ == "TensorTable" and len(whole) == len(table)
+    assert whole.nbytes == sum(t.numel() * t.element_size() for g in (whole.features, whole.labels, whole.masks)
+                               for t in g.values())
+    for group in ("features", "labels", "masks"):
+        a, b = getattr(whole, group), getattr(gathered, group)
+        assert a.keys() == b.keys()
+        for key in a:
+            assert a[key].dtype == b[key].dtype and torch.equal(a[key], b[key]), (group, key)

@@ -51,12 +51,11 @@ def _train(tmp_path, name, *overrides) -> dict:
     return json.loads((run_dir / "results.json").read_text())
 
 
-@pytest.mark.parametrize("weighting", ["fixed", "dwa", "uncertainty"])
+@pytest.mark.parametrize("weighting", ["fixed", "dwa", "uncertainty", "gradnorm", "upgrad"])
 def test_two_processes_end_where_one_process_on_the_global_batch_ends(weighting, tmp_path) -> None:
     one = _train(tmp_path, "one", "data.loader.batch_size=200", f"weighting={weighting}")
-    two = _train(tmp_path, "two", "data.loader.batch_size=100", "trainer.devices=2", "+trainer.strategy=ddp",
-                 f"weighting={weighting}")
-    assert two["config"]["trainer"]["devices"] == 2
+    two = _train(tmp_path, "two", "data.loader.batch_size=100", "trainer=ddp", f"weighting={weighting}")
+    assert two["config"]["trainer"]["devices"] == 2 and two["config"]["trainer"]["strategy"] == "ddp"
     for split in ("val", "test"):
         for task, metrics in one["metrics"][split].items():
             for name, value in metrics.items():
