@@ -110,6 +110,7 @@ def build_module(cfg: DictConfig, datamodule: TabularDataModule) -> MultiTaskMod
         part_lr=finetune.get("lr") or {},
         adaptation=build_adaptation(cfg, datamodule, architecture),
         conflict_every=_insight_options(cfg)["conflict_every"],
+        compile_model=bool(cfg.get("compile", False)),
     )
 
 

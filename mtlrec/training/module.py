@@ -25,6 +25,7 @@ from mtlrec.insight.conflict import GradientConflict, conflict_parameters
 from mtlrec.insight.gates import ExpertCapture, GateStatistics
 from mtlrec.models.base import Architecture, TaskOutputs
 from mtlrec.training.collective import average_gradients
+from mtlrec.training.compiled import compiled_forward
 from mtlrec.training.guard import NonFiniteGuard
 from mtlrec.training.objectives import objective_for
 from mtlrec.transfer.adaptation import DomainAdaptation
@@ -47,6 +48,7 @@ class MultiTaskModule(L.LightningModule):
         part_lr: Mapping[str, float] | None = None,
         adaptation: DomainAdaptation | None = None,
         conflict_every: int = 0,
+        compile_model: bool = False,
     ):
         super().__init__()
         self.automatic_optimization = False
@@ -85,6 +87,8 @@ class MultiTaskModule(L.LightningModule):
         self.gate_statistics = GateStatistics()  # gate utilisation on validation (mtlrec.insight.gates)
         self.gate_history: list[dict] = []  # per fitting epoch: {"epoch" (1-based, as best_epoch), "gates", "experts"}
         self._experts: ExpertCapture | None = None
+        self.compile_model = compile_model  # compile=true: the training forward through torch.compile
+        self._train_forward: Callable[[Batch], TaskOutputs] | None = None
 
     @property
     def selection(self) -> tuple[str, str]:
@@ -129,6 +133,12 @@ class MultiTaskModule(L.LightningModule):
 
     def forward(self, batch: Batch) -> TaskOutputs:
         return self.architecture(batch)
+
+    def on_fit_start(self) -> None:
+        # kept out of the module tree (object.__setattr__): the compiled wrapper shares the
+        # architecture's parameters, and must not add a second copy of their names to state_dict
+        forward = compiled_forward(self.architecture, self.device) if self.compile_model else self.architecture
+        object.__setattr__(self, "_train_forward", forward)
 
     # -- losses ------------------------------------------------------------------------------
     def task_losses(self, outputs: TaskOutputs, batch: Batch) -> dict[str, Tensor]:
@@ -187,7 +197,8 @@ class MultiTaskModule(L.LightningModule):
 
     def training_step(self, batch: Batch, batch_idx: int) -> None:
         step = self.global_step  # 0-based; the optimizer step below counts it
-        outputs = self(batch)
+        forward = self.architecture if self._train_forward is None else self._train_forward  # (compile=true)
+        outputs = forward(batch)
         losses = self.task_losses(outputs, batch)
         self._accumulate_auxiliary(outputs)
         optimizer = self.optimizers()

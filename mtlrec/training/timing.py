@@ -8,14 +8,24 @@ import lightning as L
 
 
 class TrainThroughput(L.Callback):
-    """Times each training epoch from its start to the start of validation (or its end)."""
+    """Times each training epoch from its start to the start of validation (or its end).
 
-    def __init__(self) -> None:
+    ``warmup_epochs``: the first epochs of a fit left out (a compiled run compiles in its first);
+    when a fit has no epoch beyond them, every epoch counts.
+    """
+
+    def __init__(self, warmup_epochs: int = 0) -> None:
+        self.warmup_epochs = warmup_epochs
         self.seconds = 0.0
         self.samples = 0
         self._started: float | None = None
+        self._epochs = 0  # epochs started in this fit (a resumed fit compiles again)
+        self._warmup = (0.0, 0)  # (seconds, samples) of the warm-up epochs
 
     def on_train_epoch_start(self, trainer, pl_module) -> None:
+        if self._epochs == self.warmup_epochs:
+            self._warmup = (self.seconds, self.samples)
+        self._epochs += 1
         self._started = time.perf_counter()
 
     def _stop(self) -> None:
@@ -37,4 +47,7 @@ class TrainThroughput(L.Callback):
 
     @property
     def samples_per_second(self) -> float:
-        return self.samples / self.seconds if self.seconds else 0.0
+        seconds, samples = self.seconds - self._warmup[0], self.samples - self._warmup[1]
+        if samples <= 0:  # no epoch beyond the warm-up
+            seconds, samples = self.seconds, self.samples
+        return samples / seconds if seconds else 0.0
