@@ -42,8 +42,8 @@ def train(root: str, threads: int, overrides: Sequence[str], epochs: int, seed: 
     with tempfile.TemporaryDirectory() as folder:
         started = time.perf_counter()
         _run([sys.executable, "-m", "mtlrec.train", *SIZES, *overrides, f"trainer.max_epochs={epochs}",
-              f"seed={seed}", f"data.root={root}", "trainer.accelerator=cpu", f"hydra.run.dir={folder}", "console.progress_bar=false",
-              "logger=none"], threads)
+              f"seed={seed}", f"data.root={root}", "trainer.accelerator=cpu", f"hydra.run.dir={folder}",
+              "console.progress_bar=false", "logger=none"], threads)
         wall = time.perf_counter() - started
         record = json.loads((Path(folder) / "results.json").read_text())
     return {"samples_per_second": record["timing"]["train_samples_per_second"], "wall_seconds": wall,

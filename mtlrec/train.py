@@ -71,7 +71,7 @@ def build_callbacks(cfg: DictConfig, module: MultiTaskModule, checkpoint_dir: st
     """
     monitor, mode = module.selection
     taskwise = module.taskwise_selection()
-    callbacks: list[L.Callback] = [TrainThroughput(warmup_epochs=1 if cfg.get("compile") else 0), StayStopped()]
+    callbacks: list[L.Callback] = [TrainThroughput(warmup_epochs=int(module.compile_model)), StayStopped()]
     early_stopping = None
     for node in (cfg.get("callbacks") or {}).values():
         if node is None:
