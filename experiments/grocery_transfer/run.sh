@@ -4,7 +4,8 @@
 # from scratch vs the source's backbone frozen / last block / full fine-tune, + L2-SP, + augmentation.
 # Usage: experiments/grocery_transfer/run.sh path/to/GroceryStoreDataset [extra Hydra overrides...]
 # Environment: SWEEP_DIR (default multirun/grocery_transfer), OUT (default this folder), SEEDS
-# (default "0 1 2"), SHOTS (default "1 5"), IMAGENET (torchvision's vgg16_bn-6c64b313.pth: the
+# (default "0 1 2"), SHOTS (default "1 5"), ARMS (default all six: scratch frozen last_block full
+# full_l2sp full_augment), IMAGENET (torchvision's vgg16_bn-6c64b313.pth: the
 # source step then starts from ImageNet instead of random weights; nothing else changes).
 set -euo pipefail
 root=$(cd "${1:?usage: run.sh GROCERY_DIR [overrides...]}" && pwd)
@@ -15,6 +16,7 @@ source "$here/../paths.sh"
 experiment_paths grocery_transfer "$here"
 seeds=${SEEDS:-0 1 2}
 shots=${SHOTS:-1 5}
+arms=" ${ARMS:-scratch frozen last_block full full_l2sp full_augment} "
 extra=("$@")
 
 train() {  # train FOLDER OVERRIDES...; a finished run is skipped (same config hash)
@@ -36,13 +38,18 @@ for k in $shots; do
   for seed in $seeds; do
     at="$sweep/target/k$k-seed$seed"
     common=(experiment=grocery_transfer data.shots="$k" data.shots_seed="$seed" seed="$seed")
-    train "$at-scratch" "${common[@]}" backbone.lr=null label=scratch
-    train "$at-frozen" "${common[@]}" "${from_source[@]}" backbone.freeze=all label=frozen
-    train "$at-last_block" "${common[@]}" "${from_source[@]}" backbone.freeze=1 label=last_block
-    train "$at-full" "${common[@]}" "${from_source[@]}" label=full
-    train "$at-full_l2sp" "${common[@]}" "${from_source[@]}" 'finetune.l2sp={alpha: 0.1, beta: 0.01}' \
-      label=full_l2sp
-    train "$at-full_augment" "${common[@]}" "${from_source[@]}" "$augment" label=full_augment
+    arm() {  # arm LABEL OVERRIDES...: one target run, when LABEL is in ARMS
+      local label=$1
+      shift
+      [[ $arms == *" $label "* ]] || return 0
+      train "$at-$label" "${common[@]}" "$@" label="$label"
+    }
+    arm scratch backbone.lr=null
+    arm frozen "${from_source[@]}" backbone.freeze=all
+    arm last_block "${from_source[@]}" backbone.freeze=1
+    arm full "${from_source[@]}"
+    arm full_l2sp "${from_source[@]}" 'finetune.l2sp={alpha: 0.1, beta: 0.01}'
+    arm full_augment "${from_source[@]}" "$augment"
   done
 done
 

@@ -55,13 +55,14 @@ SMOKE: dict[str, list[str]] = {
 SMOKE_ENV: dict[str, dict[str, str]] = {
     "experiments/retail_transfer/run.sh": {"SEEDS": "0", "ARCHS": "shared_bottom", "SOURCES": "Tops",
                                            "TARGET_EPOCHS": "1"},
-    "experiments/grocery_transfer/run.sh": {"SEEDS": "0", "SHOTS": "1"},
+    # four of the six arms: last_block and full take the paths frozen and full_l2sp take
+    "experiments/grocery_transfer/run.sh": {"SEEDS": "0", "SHOTS": "1", "ARMS": "scratch frozen full_l2sp full_augment"},
     "experiments/census_insight/run.sh": {"EXPLAIN_ARGS": "--max-rows 300 --repeats 1", "FUSE_SEEDS": "0 1"},
 }
 # archived runs a smoke run leaves: glob under OUT -> how many
 ARCHIVED = {
     "experiments/retail_transfer/run.sh": {"runs/source/*/results.json": 2, "runs/target/*/results.json": 7},
-    "experiments/grocery_transfer/run.sh": {"runs/source/*/results.json": 1, "runs/target/*/results.json": 6},
+    "experiments/grocery_transfer/run.sh": {"runs/source/*/results.json": 1, "runs/target/*/results.json": 4},
     "experiments/census_insight/run.sh": {"runs/*/results.json": 8, "fusion/*/fusion.md": 4,
                                           "explain/gates_*.png": 2, "explain/runs/gates_*.png": 4,
                                           "explain/conflict_*.png": 3, "explain/importance_*.png": 12},

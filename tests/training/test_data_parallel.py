@@ -14,6 +14,7 @@ import pytest
 import torch
 
 from mtlrec.data.table import IndexBatchSampler
+from tests.conftest import train_in_process
 
 
 @pytest.mark.parametrize("rows, batch, world", [(1000, 64, 2), (1003, 50, 3), (97, 10, 2), (40, 10, 4)])
@@ -39,12 +40,15 @@ def test_a_last_batch_smaller_than_the_processes_is_refused() -> None:
         IndexBatchSampler(41, 10, shuffle=True, world_size=4)
 
 
+SIZES = ["data.num_train=1000", "data.num_val=300", "data.num_test=300", "trainer.max_epochs=3",
+         "trainer.accelerator=cpu", "console.progress_bar=false"]
+
+
 def _train(tmp_path, name, *overrides) -> dict:
+    """A run through the real entry point, in its own process (the 2-process runs spawn from it)."""
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONWARNINGS": "ignore"}
     run_dir = tmp_path / name
-    proc = subprocess.run([sys.executable, "-m", "mtlrec.train", "data.num_train=1000", "data.num_val=300",
-                           "data.num_test=300", "trainer.max_epochs=3", "trainer.accelerator=cpu",
-                           "console.progress_bar=false", f"hydra.run.dir={run_dir}", *overrides],
+    proc = subprocess.run([sys.executable, "-m", "mtlrec.train", *SIZES, f"hydra.run.dir={run_dir}", *overrides],
                           cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
     assert proc.stdout.count("results: ") == 1, proc.stdout[-2000:]  # one process prints the results
@@ -53,7 +57,8 @@ def _train(tmp_path, name, *overrides) -> dict:
 
 @pytest.mark.parametrize("weighting", ["fixed", "dwa", "uncertainty", "gradnorm", "upgrad"])
 def test_two_processes_end_where_one_process_on_the_global_batch_ends(weighting, tmp_path) -> None:
-    one = _train(tmp_path, "one", "data.loader.batch_size=200", f"weighting={weighting}")
+    # the one-process reference trains in this process (a subprocess would only add its start-up time)
+    one, _ = train_in_process(tmp_path / "one", [*SIZES, "data.loader.batch_size=200", f"weighting={weighting}"])
     two = _train(tmp_path, "two", "data.loader.batch_size=100", "trainer=ddp", f"weighting={weighting}")
     assert two["config"]["trainer"]["devices"] == 2 and two["config"]["trainer"]["strategy"] == "ddp"
     for split in ("val", "test"):
