@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import torch
 from torch import nn
 
 from mtlrec.data.table import Batch
 from mtlrec.models.architectures.mixture import MixtureOfExperts
 from mtlrec.models.base import TaskOutputs
-from mtlrec.models.blocks.gate import Gate, mix
+from mtlrec.models.blocks.gate import Gate, gate_bank
 
 
 class MMoE(MixtureOfExperts):
@@ -21,9 +22,11 @@ class MMoE(MixtureOfExperts):
 
     def forward(self, batch: Batch) -> TaskOutputs:
         x = self.encoder(batch)
-        experts = self.experts(x)
-        gates = {t: gate(x) for t, gate in self.gates.items()}
-        logits = {t: self.towers[t](mix(experts, gates[t])) for t in self.task_names}
+        experts = self.experts(x)  # [B, E, D]
+        weights = gate_bank(list(self.gates.values()), x)  # [B, T, E]: every task's gate in one op
+        mixed = torch.einsum("bte,bed->tbd", weights, experts)  # task k's mixture at [k]
+        logits = {t: self.towers[t](mixed[k]) for k, t in enumerate(self.gates)}
+        gates = {t: weights[:, k] for k, t in enumerate(self.gates)}
         return self.outputs(logits, gates, features=x, shared=experts.flatten(1))
 
     def shared_width(self) -> int:

@@ -11,7 +11,7 @@ from mtlrec.data.schema import Schema
 from mtlrec.data.table import Batch
 from mtlrec.models.base import Architecture, TaskOutputs
 from mtlrec.models.blocks.experts import ExpertLayer
-from mtlrec.models.blocks.gate import Gate, mix
+from mtlrec.models.blocks.gate import Gate, gate_bank, mix
 from mtlrec.models.inputs.encoder import InputEncoder
 
 
@@ -48,18 +48,17 @@ class ExtractionLevel(nn.Module):
         """``task_inputs``: [B, T, in] (or [B, in] when identical); returns next inputs and gate weights."""
         task_out = self.task_experts(task_inputs)  # [B, T·S, D]
         shared_out = self.shared_experts(shared_input)  # [B, H, D]
-        per_task = task_out.unflatten(1, (self.num_tasks, self.specific))
-        outputs, weights = [], []
-        for k, gate in enumerate(self.task_gates):
-            x_k = task_inputs if task_inputs.dim() == 2 else task_inputs[:, k]
-            w = gate(x_k)
-            outputs.append(mix(torch.cat([per_task[:, k], shared_out], dim=1), w))
-            weights.append(w)
+        per_task = task_out.unflatten(1, (self.num_tasks, self.specific))  # [B, T, S, D]
+        # task k's gate mixes its own S experts then the H shared ones: every task at once
+        pool = torch.cat([per_task, shared_out.unsqueeze(1).expand(-1, self.num_tasks, -1, -1)], dim=2)
+        task_w = gate_bank(list(self.task_gates), task_inputs)  # [B, T, S + H]
+        outputs = torch.einsum("bte,bted->btd", task_w, pool)
+        weights = list(task_w.unbind(1))
         next_shared, shared_w = None, None
         if self.shared_gate is not None:
             shared_w = self.shared_gate(shared_input)
             next_shared = mix(torch.cat([task_out, shared_out], dim=1), shared_w)
-        return torch.stack(outputs, dim=1), next_shared, weights, shared_w
+        return outputs, next_shared, weights, shared_w
 
 
 class PLE(Architecture):

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
 
@@ -17,7 +20,28 @@ class Gate(nn.Module):
         self.temperature = temperature
 
     def forward(self, x: Tensor) -> Tensor:
-        return torch.softmax(self.linear(x) / self.temperature, dim=-1)
+        scores = self.linear(x)
+        return torch.softmax(scores if self.temperature == 1.0 else scores / self.temperature, dim=-1)
+
+
+def gate_bank(gates: Sequence[Gate], x: Tensor) -> Tensor:
+    """The weights of G gates of one shape at once: ``[B, G, E]``, gate g's at ``[:, g]``.
+
+    Their weights are stacked at each call (a copy of a few kB) and scored in one matmul, instead
+    of one small matmul and softmax per gate: on a small model, each op's fixed cost is what the
+    step spends. ``x``: ``[B, in]``, read by every gate (MMoE), or ``[B, G, in]``, gate g reading
+    ``x[:, g]`` (PLE's task gates above the first level). The same values as calling each gate.
+    """
+    weight = torch.stack([g.linear.weight for g in gates])  # [G, E, in]
+    bias = torch.stack([g.linear.bias for g in gates])  # [G, E]
+    if x.dim() == 2:
+        scores = F.linear(x, weight.flatten(0, 1), bias.flatten()).unflatten(1, bias.shape)
+    else:
+        scores = torch.einsum("bgi,gei->bge", x, weight) + bias
+    temperatures = [g.temperature for g in gates]
+    if any(t != 1.0 for t in temperatures):
+        scores = scores / scores.new_tensor(temperatures).unsqueeze(-1)
+    return torch.softmax(scores, dim=-1)
 
 
 def mix(experts: Tensor, weights: Tensor) -> Tensor:
