@@ -12,9 +12,15 @@ The model gets the gradient of ``Σ_i w_i(t)·L_i`` (weights detached) through o
 call; the weights get ``∂L_grad/∂w_i = sign(G_i − target_i)·‖∇_W L_i‖`` and are stepped by this
 module's own optimizer (default Adam, lr 0.025), then renormalised so that ``Σ_i w_i = T``.
 
-Cost: ``‖∇_W L_i‖`` comes from ``torch.autograd.grad(L_i, W, retain_graph=True)``, which only
-traverses the graph between the losses and W (the task heads and the last shared layer), never the
-rest of the trunk; because ``G_i`` is linear in ``w_i`` no second-order graph is needed.
+Cost: every ``∇_W L_i`` comes from one ``torch.autograd.grad`` of the stacked losses with
+one-hot output gradients batched (``is_grads_batched``): it only traverses the graph between the
+losses and W (the task heads and the last shared layer), once for all tasks, never the rest of the
+trunk, and forms the T weight gradients of W as one batched matmul. The model's backward then
+skips W (its weight gradient is ``Σ_i w_i∇_W L_i`` from those). Because ``G_i`` is linear in
+``w_i`` no second-order graph is needed. So GradNorm's floor over fixed weighting is T − 1 extra
+weight gradients of W: on MMoE with one expert layer (Census: 131 inputs, 8 × 16 experts), the
+expert layer holds most of the multiply-adds and the floor is ≈ 1.3× (``python -m
+mtlrec.bench_weightings`` prints the measured ratio).
 
 Positivity. The paper's update followed by renormalisation does not keep ``w_i > 0``: when one
 task's gradient norm is ~100× another's, a single (SGD-like) step ``η·‖∇_W L_i‖`` can exceed
@@ -56,6 +62,18 @@ from .learned import LearnedWeighting, OptimizerFactory
 def _acc(t: Tensor) -> Tensor:
     """At least float32 (half-precision gradients/losses are upcast; float64 is kept)."""
     return t.to(torch.promote_types(t.dtype, torch.float32))
+
+
+def _task_gradients(losses: Tensor, params: list[Tensor]) -> list[Tensor]:
+    """``[∇_p L_1, …, ∇_p L_T]`` stacked, ``[T, *p.shape]``, for each ``p`` in ``params``, from one
+    backward pass: the T one-hot output gradients travel together (``is_grads_batched``, a vmap
+    over the backward), so the graph between the losses and W is walked once, not T times, and
+    the T weight gradients of W are one batched matmul. A parameter a task does not reach gets
+    zeros."""
+    eye = torch.eye(len(losses), dtype=losses.dtype, device=losses.device)
+    grads = torch.autograd.grad(losses, params, grad_outputs=eye, retain_graph=True, allow_unused=True,
+                                is_grads_batched=True)
+    return [g if g is not None else p.new_zeros(len(losses), *p.shape) for p, g in zip(params, grads)]
 
 
 class GradNormWeighting(LearnedWeighting):
@@ -113,22 +131,16 @@ class GradNormWeighting(LearnedWeighting):
             backward_fn(torch.stack([losses[t].reshape(()) for t in present]).sum())
             return
 
-        # ∇_W L_i for each task present, on W only (graph kept for the model's backward); a W the
-        # task does not reach gets a zero gradient.
-        task_grads = []
-        for t in present:
-            grads = torch.autograd.grad(losses[t], last_shared, retain_graph=True, allow_unused=True)
-            task_grads.append([torch.zeros_like(p) if g is None else g for p, g in zip(last_shared, grads)])
-        loss_vals = torch.stack([_acc(losses[t].detach()).reshape(()) for t in present]).to(
-            device=w_all.device, dtype=self.initial_losses.dtype
-        )
+        # ∇_W L_i for every task present in one backward pass to W (graph kept for the model's
+        # backward): ``task_grads[k][i]`` is ∇_{W_k} L_i. See _task_gradients.
+        stacked = torch.stack([losses[t].reshape(()) for t in present])
+        task_grads = _task_gradients(stacked, last_shared)
+        loss_vals = _acc(stacked.detach()).to(device=w_all.device, dtype=self.initial_losses.dtype)
         # Data parallel: the global batch's per-task gradients on W and losses (one all-reduce), so
         # the norms, L_i(0), the loss ratios and the weights are the same on every process.
-        flat = [g for grads in task_grads for g in grads]
-        *flat, loss_vals = self._global([*flat, loss_vals])
-        task_grads = [flat[j * len(last_shared) : (j + 1) * len(last_shared)] for j in range(len(present))]
-        norms_t = torch.stack([torch.stack([_acc(g.detach()).pow(2).sum() for g in grads]).sum().sqrt()
-                               for grads in task_grads]).to(device=w_all.device, dtype=w_all.dtype)
+        *task_grads, loss_vals = self._global([*task_grads, loss_vals])
+        norms_t = torch.stack([_acc(g.detach()).flatten(1).pow(2).sum(1) for g in task_grads]).sum(0).sqrt()
+        norms_t = norms_t.to(device=w_all.device, dtype=w_all.dtype)
 
         index = self._index(idx, w_all.device)
         # A task whose loss is exactly 0 had no labelled rows in the batch (the training module
@@ -146,7 +158,6 @@ class GradNormWeighting(LearnedWeighting):
         # Σ w_i·∇_W L_i from the per-task gradients already in hand, so the backward pass skips W
         # (its weight-gradient matmul is the costly one): GradNorm then costs about one extra
         # W-gradient per task beyond the first, not one per task.
-        stacked = torch.stack([losses[t].reshape(()) for t in present])
         w_fixed = w.detach().to(stacked.dtype)
         others = self._parameters_besides(last_shared)
         if not others:
@@ -154,8 +165,8 @@ class GradNormWeighting(LearnedWeighting):
         else:
             backward_fn((w_fixed * stacked).sum(), inputs=others)
             with torch.no_grad():
-                for k, param in enumerate(last_shared):
-                    total = torch.stack([w_fixed[j] * g[k] for j, g in enumerate(task_grads)]).sum(0).to(param.dtype)
+                for param, grads in zip(last_shared, task_grads):
+                    total = torch.tensordot(w_fixed.to(grads.dtype), grads, dims=1).to(param.dtype)  # Σ_i w_i∇_W L_i
                     param.grad = total if param.grad is None else param.grad + total
 
         # GradNorm loss on the weights (targets constant), over the valid tasks.
