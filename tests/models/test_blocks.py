@@ -11,7 +11,7 @@ from torch import nn
 
 from mtlrec.models.architectures.cross_stitch import CrossStitchUnit
 from mtlrec.models.blocks.experts import ExpertLayer
-from mtlrec.models.blocks.gate import Gate, mix
+from mtlrec.models.blocks.gate import Gate, gate_bank, mix
 from mtlrec.models.blocks.mlp import MLP, Tower
 
 
@@ -137,6 +137,23 @@ def test_gate_is_a_tempered_softmax(temperature: float) -> None:
     torch.testing.assert_close(w.sum(-1), torch.ones(20), rtol=0, atol=1e-6)
     expected = torch.softmax((x @ gate.linear.weight.T + gate.linear.bias) / temperature, dim=-1)
     torch.testing.assert_close(w, expected, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("per_gate_input", [False, True])
+@pytest.mark.parametrize("temperatures", [(1.0, 1.0, 1.0), (0.5, 1.0, 2.0)])
+def test_a_gate_bank_gives_each_gates_own_weights_and_gradients(per_gate_input, temperatures) -> None:
+    torch.manual_seed(0)
+    gates = [Gate(5, 4, t) for t in temperatures]
+    x = torch.randn(7, len(gates), 5) if per_gate_input else torch.randn(7, 5)
+    banked = gate_bank(gates, x)
+    assert banked.shape == (7, len(gates), 4)
+    one_by_one = torch.stack([g(x[:, k] if per_gate_input else x) for k, g in enumerate(gates)], dim=1)
+    assert torch.allclose(banked, one_by_one, atol=1e-6)
+    weights = torch.randn_like(banked)
+    grads = torch.autograd.grad((banked * weights).sum(), [g.linear.weight for g in gates])
+    expected = torch.autograd.grad((one_by_one * weights).sum(), [g.linear.weight for g in gates])
+    for a, b in zip(grads, expected):
+        assert torch.allclose(a, b, atol=1e-6)
 
 
 def test_gate_rejects_non_positive_temperature() -> None:

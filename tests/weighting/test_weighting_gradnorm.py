@@ -10,7 +10,7 @@ from torch import nn
 from weighting_helpers import CountingBackward
 
 from mtlrec.weighting.base import SharedModel
-from mtlrec.weighting.gradnorm import GradNormWeighting
+from mtlrec.weighting.gradnorm import GradNormWeighting, _task_gradients
 
 T = ["t1", "t2"]
 
@@ -185,3 +185,20 @@ def test_optimizer_state_round_trips_through_state_dict(problem):
     g1.backward(m1.losses(X2, Y2), CountingBackward())
     g2.backward(m2.losses(X2, Y2), CountingBackward())
     assert g1.weights() == pytest.approx(g2.weights(), rel=1e-12)
+
+
+def test_the_batched_task_gradients_are_each_tasks_own_gradient() -> None:
+    """One backward with batched one-hot output gradients = one autograd.grad per task; a
+    parameter a task does not reach gets zeros."""
+    torch.manual_seed(0)
+    shared, unused = nn.Linear(4, 6), nn.Parameter(torch.randn(3))
+    heads = [nn.Linear(6, 1) for _ in range(3)]
+    h = torch.relu(shared(torch.randn(10, 4)))
+    losses = torch.stack([head(h).pow(2).mean() * (k + 1) for k, head in enumerate(heads)])
+    params = [shared.weight, shared.bias, unused]
+    batched = _task_gradients(losses, params)
+    for k in range(3):
+        own = torch.autograd.grad(losses[k], params, retain_graph=True, allow_unused=True)
+        for got, want, p in zip(batched, own, params):
+            assert got.shape == (3, *p.shape)
+            assert torch.allclose(got[k], torch.zeros_like(p) if want is None else want, atol=1e-6)

@@ -8,7 +8,7 @@ from torch import nn
 from mtlrec.data.table import Batch
 from mtlrec.models.architectures.mixture import MixtureOfExperts
 from mtlrec.models.base import TaskOutputs
-from mtlrec.models.blocks.gate import Gate, gate_bank
+from mtlrec.models.blocks.gate import Gate, gate_bank, mix
 
 
 class MMoE(MixtureOfExperts):
@@ -23,10 +23,16 @@ class MMoE(MixtureOfExperts):
     def forward(self, batch: Batch) -> TaskOutputs:
         x = self.encoder(batch)
         experts = self.experts(x)  # [B, E, D]
-        weights = gate_bank(list(self.gates.values()), x)  # [B, T, E]: every task's gate in one op
-        mixed = torch.einsum("bte,bed->tbd", weights, experts)  # task k's mixture at [k]
+        if torch.compiler.is_compiling():
+            # compile=true: Inductor fuses the per-task ops itself, and the banked form (stacked
+            # gate weights, one mixing einsum) measured ~15 % slower compiled; the same values
+            gates = {t: gate(x) for t, gate in self.gates.items()}
+            mixed = [mix(experts, gates[t]) for t in self.gates]
+        else:  # eager: every task's gate and mixture in one op each (fewer small ops per step)
+            weights = gate_bank(list(self.gates.values()), x)  # [B, T, E]
+            mixed = torch.einsum("bte,bed->tbd", weights, experts)  # task k's mixture at [k]
+            gates = {t: weights[:, k] for k, t in enumerate(self.gates)}
         logits = {t: self.towers[t](mixed[k]) for k, t in enumerate(self.gates)}
-        gates = {t: weights[:, k] for k, t in enumerate(self.gates)}
         return self.outputs(logits, gates, features=x, shared=experts.flatten(1))
 
     def shared_width(self) -> int:
