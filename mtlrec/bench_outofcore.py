@@ -72,7 +72,7 @@ def overrides(folder: Path, arch: str, batch_size: int, out_of_core: bool, cache
             "data.files={train: train.parquet, val: val.parquet, test: test.parquet}", f"data.features={features}",
             f"data.tasks={TASKS}", "data.main_task=ctcvr",
             "data.derived={ctcvr_label: {from: conversion, op: '==', value: 1, where: click}}",
-            f"data.loader.batch_size={batch_size}", f"arch={arch}", *tower, "+optimizer.fused=true",
+            f"data.loader.batch_size={batch_size}", f"arch={arch}", *tower,
             f"data.out_of_core.enabled={str(out_of_core).lower()}", f"data.out_of_core.cache_dir={cache}"]
 
 
