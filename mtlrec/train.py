@@ -134,9 +134,14 @@ def selected_checkpoint(trainer: L.Trainer, monitor: str, tasks: list[str]) -> t
     return best, {t: epoch for t in tasks}
 
 
-def run(cfg: DictConfig, output_dir: str | Path, overrides: list[str] | None = None) -> dict[str, Any]:
-    """Train and evaluate one configuration; returns the results record (also written to disk)."""
+def run(cfg: DictConfig, output_dir: str | Path, overrides: list[str] | None = None) -> dict[str, Any] | list:
+    """Train and evaluate one configuration; returns the results record (also written to disk), or
+    with ``seeds=K`` the K seeds' records (:mod:`mtlrec.train_stacked`)."""
     output_dir = Path(output_dir)
+    if cfg.get("seeds", 1) != 1:  # K seeds as one stacked model, each recorded as its own run
+        from mtlrec.train_stacked import run_stacked
+
+        return run_stacked(cfg, output_dir, overrides)
     resolved = OmegaConf.to_container(cfg, resolve=True)
     digest = config_hash(resolved)
     if is_complete(output_dir, digest):
@@ -199,20 +204,8 @@ def run(cfg: DictConfig, output_dir: str | Path, overrides: list[str] | None = N
     if writer:
         (output_dir / HASH_FILE).write_text(digest)
         datamodule.save_preprocessing(output_dir)
-    record: dict[str, Any] = {
-        "format": FORMAT_VERSION,
-        "config": resolved,
-        "config_hash": digest,
-        "overrides": list(overrides or []),
-        "seed": cfg.seed,
-        "dataset": datamodule.raw.name,
-        "main_task": datamodule.schema.main_task,
-        "selection": {"monitor": monitor, "mode": mode, "per_task": per_task},
-        "git_commit": git_commit(),
-        "versions": _versions(),
-        "num_parameters": num_parameters,
-        "init_from": recorded(transferred) if transferred else None,
-    }
+    record = _started_record(resolved, digest, overrides, datamodule, (monitor, mode, per_task), num_parameters,
+                             transferred)
     try:
         started = time.perf_counter()
         trainer.fit(module, datamodule=datamodule, ckpt_path=resume)
@@ -232,30 +225,62 @@ def run(cfg: DictConfig, output_dir: str | Path, overrides: list[str] | None = N
             write_json_atomic(output_dir / RESULTS_FILE, record)
         raise
     throughput = next(c for c in callbacks if isinstance(c, TrainThroughput))
-    record.update(
+    record.update(_finished_fields(
+        module, output_dir, best, epochs, trainer.current_epoch, val, test,
+        timing={"train_seconds": round(train_seconds, 3),
+                "train_samples_per_second": round(throughput.samples_per_second, 1)},
+        weights={"final": final_weights, "per_epoch": module.weight_history}, losses=module.loss_history,
+        backbone_file=backbone_file,
+    ))
+    if writer:
+        write_json_atomic(output_dir / RESULTS_FILE, record)
+    return record
+
+
+def _started_record(resolved: dict, digest: str, overrides: list[str] | None, datamodule,
+                    selection: tuple[str, str, bool], num_parameters: int, transferred) -> dict[str, Any]:
+    """What a record says before training: the config, the data, how the model is selected."""
+    monitor, mode, per_task = selection
+    return {
+        "format": FORMAT_VERSION,
+        "config": resolved,
+        "config_hash": digest,
+        "overrides": list(overrides or []),
+        "seed": resolved["seed"],
+        "dataset": datamodule.raw.name,
+        "main_task": datamodule.schema.main_task,
+        "selection": {"monitor": monitor, "mode": mode, "per_task": per_task},
+        "git_commit": git_commit(),
+        "versions": _versions(),
+        "num_parameters": num_parameters,
+        "init_from": recorded(transferred) if transferred else None,
+    }
+
+
+def _finished_fields(module: MultiTaskModule, output_dir: Path, best: str, epochs: dict[str, int | None],
+                     epochs_trained: int, val: dict, test: dict, timing: dict, weights: dict, losses: list,
+                     backbone_file: Path | None) -> dict[str, Any]:
+    """What a complete record adds after training: the selected epochs, metrics and histories."""
+    main_task = module.schema.main_task
+    inside = best and Path(best).is_relative_to(output_dir)
+    return dict(
         status="complete",
         error=None,
-        best_epoch=epochs[datamodule.schema.main_task],
+        best_epoch=epochs[main_task],
         best_epochs=epochs,
-        checkpoint=str(Path(best).relative_to(output_dir)) if best and Path(best).is_relative_to(output_dir) else (best or None),
-        epochs_trained=trainer.current_epoch,
+        checkpoint=str(Path(best).relative_to(output_dir)) if inside else (best or None),
+        epochs_trained=epochs_trained,
         metrics={"val": _nest(val, "val"), "test": _nest(test, "test")},
-        timing={
-            "train_seconds": round(train_seconds, 3),
-            "train_samples_per_second": round(throughput.samples_per_second, 1),
-        },
-        weights={"final": final_weights, "per_epoch": module.weight_history},
+        timing=timing,
+        weights=weights,
         # gate utilisation on validation, per epoch (mixture-of-experts architectures; mtlrec.insight.gates)
         gates={"per_epoch": module.gate_history, "experts_of": module.architecture.gate_expert_labels()}
         if module.gate_history else None,
         # task-gradient conflict on the shared parameters, sampled every insight.conflict_every steps
         conflict=module.conflict.summary(),
-        train_loss_per_epoch=module.loss_history,
+        train_loss_per_epoch=losses,
         backbone_file=backbone_file.name if backbone_file else None,
     )
-    if writer:
-        write_json_atomic(output_dir / RESULTS_FILE, record)
-    return record
 
 
 def _resumable_checkpoint(output_dir: Path, digest: str) -> str | None:
@@ -366,16 +391,21 @@ def main(cfg: DictConfig) -> float:
             # says it failed, and the sweep goes on
             return float("nan")
         _fail_with_one_line(err)
+    records = record if isinstance(record, list) else [record]
     if cfg.get("print_results", True) and rank_zero_only.rank == 0:  # one process of a data-parallel run
-        epochs = record.get("best_epochs") or {}
-        chosen = (", ".join(f"{t} {e}" for t, e in epochs.items()) if record["selection"].get("per_task")
-                  else str(record["best_epoch"]))
-        print(f"\n{cfg.arch._target_.rsplit('.', 1)[-1]} on {record.get('dataset', '?')}, weighting "
-              f"{cfg.weighting._target_.rsplit('.', 1)[-1]} (best epoch {chosen} of "
-              f"{record.get('epochs_trained')}, {record['timing']['train_seconds']:.1f}s training):")
-        print(format_metrics(record))
-        print(f"results: {Path(hydra_cfg.runtime.output_dir) / RESULTS_FILE}")
-    return selection_value(record)
+        for one in records:
+            epochs = one.get("best_epochs") or {}
+            chosen = (", ".join(f"{t} {e}" for t, e in epochs.items()) if one["selection"].get("per_task")
+                      else str(one["best_epoch"]))
+            print(f"\n{cfg.arch._target_.rsplit('.', 1)[-1]} on {one.get('dataset', '?')}, weighting "
+                  f"{cfg.weighting._target_.rsplit('.', 1)[-1]}, seed {one['seed']} (best epoch {chosen} of "
+                  f"{one.get('epochs_trained')}, {one['timing']['train_seconds']:.1f}s training):")
+            print(format_metrics(one))
+        folder = Path(hydra_cfg.runtime.output_dir)
+        print(f"results: {folder / RESULTS_FILE}" if len(records) == 1 and not isinstance(record, list)
+              else f"results: {folder}/seed=*/{RESULTS_FILE}")
+    # a sweeper optimises the mean over the stacked seeds
+    return sum(selection_value(one) for one in records) / len(records)
 
 
 def cli() -> None:

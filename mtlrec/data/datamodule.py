@@ -14,7 +14,7 @@ from mtlrec.data.images import BatchTransforms
 from mtlrec.data.preprocess import Preprocessor
 from mtlrec.data.raw import SPLITS, RawDataset
 from mtlrec.data.schema import Schema, SchemaError
-from mtlrec.data.table import Batch, IndexBatchSampler, TensorTable
+from mtlrec.data.table import Batch, IndexBatchSampler, StackedIndexBatchSampler, TensorTable
 from mtlrec.training.results import write_json_atomic
 
 SCHEMA_FILE = "schema.json"
@@ -138,12 +138,13 @@ class TabularDataModule(L.LightningDataModule):
             return batch
         return batch.to(device, non_blocking=True)
 
-    def _loader(self, split: str, batch_size: int, shuffle: bool) -> DataLoader:
+    def _loader(self, split: str, batch_size: int, shuffle: bool, seeds: list[int] | None = None) -> DataLoader:
         table = self.tables[split]
         trainer = getattr(self, "trainer", None)  # data parallel: this process's share (IndexBatchSampler)
         rank, world = (trainer.global_rank, trainer.world_size) if trainer is not None else (0, 1)
-        sampler = IndexBatchSampler(len(table), batch_size, shuffle=shuffle, seed=self.seed, rank=rank,
-                                    world_size=world, device=self.table_device)
+        samplers = [IndexBatchSampler(len(table), batch_size, shuffle=shuffle, seed=seed, rank=rank, world_size=world,
+                                      device=self.table_device) for seed in (seeds or [self.seed])]
+        sampler = samplers[0] if seeds is None else StackedIndexBatchSampler(samplers)
         transforms = self.train_batch_transforms if split == "train" else self.batch_transforms
         workers = self.num_workers
         if workers is None:
@@ -157,6 +158,11 @@ class TabularDataModule(L.LightningDataModule):
 
     def train_dataloader(self) -> DataLoader:
         return self._loader("train", self.batch_size, shuffle=True)
+
+    def stacked_train_dataloader(self, seeds: list[int]) -> DataLoader:
+        """Training batches of several seeds at once: each step, every seed's own next batch (in the
+        order its own run would draw), concatenated (:class:`StackedIndexBatchSampler`)."""
+        return self._loader("train", self.batch_size, shuffle=True, seeds=list(seeds))
 
     def val_dataloader(self) -> DataLoader:
         return self._loader("val", self.eval_batch_size, shuffle=False)

@@ -165,3 +165,26 @@ class IndexBatchSampler(Sampler):
         size = self.batch_size * self.world_size
         for i in range(len(self)):
             yield order[i * size : (i + 1) * size][self.rank :: self.world_size]
+
+
+class StackedIndexBatchSampler(Sampler):
+    """The batches of several seeds' training samplers, concatenated: step ``i`` yields batch ``i``
+    of each seed's own permutation, one after the other (``K·B`` indices), for K seeds trained as
+    one stacked model (:mod:`mtlrec.training.stacked`). Every seed so sees exactly the order its
+    run of its own would have seen; the K batches of a step have the same size, the last one too."""
+
+    def __init__(self, samplers: list[IndexBatchSampler]):
+        if not samplers or len({len(s) for s in samplers}) != 1:
+            raise ValueError("stacked samplers must be at least one, all with the same number of batches")
+        self.samplers = samplers
+
+    def set_epoch(self, epoch: int) -> None:
+        for sampler in self.samplers:
+            sampler.set_epoch(epoch)
+
+    def __len__(self) -> int:
+        return len(self.samplers[0])
+
+    def __iter__(self) -> Iterator[Tensor]:
+        for parts in zip(*self.samplers):
+            yield torch.cat(parts)

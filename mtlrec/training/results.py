@@ -73,7 +73,8 @@ ABSENT_AT_DEFAULT = {"backbone": None, "data.split.val_share": None, "trainer.pr
                      "init_from": None, "finetune": {"freeze": [], "lr": None, "l2sp": None},
                      "data.categories": None, "data.shots": None, "data.shots_seed": 0, "backbone.augment": None,
                      "data.domain": None, "adapt": None, "label": None,
-                     "insight": {"conflict_every": 0}, "compile": False, "optimizer.fused": True}
+                     "insight": {"conflict_every": 0}, "compile": False, "optimizer.fused": True,
+                     "seeds": 1}
 
 
 def is_location_key(key: str) -> bool:

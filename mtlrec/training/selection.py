@@ -127,7 +127,7 @@ class TaskwiseSelection(L.Callback):
                 continue
             if self._better(task, value, self.best_score[task], 0.0):
                 self.best_score[task], self.best_epoch[task] = value, epoch
-                self.best_state[task] = {k: state[k].detach().clone() for k in self.state_keys[task]}
+                self.best_state[task] = self._snapshot(state, task)
                 improved = True
             if self._better(task, value, self.reference[task], self.min_delta):
                 self.reference[task], self.wait[task] = value, 0
@@ -139,6 +139,10 @@ class TaskwiseSelection(L.Callback):
             self._save(trainer)
         if all(e is not None for e in self.stopped_epoch.values()):
             trainer.should_stop = True
+
+    def _snapshot(self, state: Mapping[str, Tensor], task: str) -> dict[str, Tensor]:
+        """A copy of the weights of ``task``'s network, from the module's ``state_dict``."""
+        return {k: state[k].detach().clone() for k in self.state_keys[task]}
 
     def _save(self, trainer: L.Trainer) -> None:
         """Weights only: the current model with each task's network replaced by its best weights."""

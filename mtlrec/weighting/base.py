@@ -66,6 +66,13 @@ class Weighting(nn.Module, ABC):
     # global quantities (:meth:`_global`), so they are the same on every process.
     sets_gradients: bool = False
 
+    # True for schemes whose combination of the per-task losses is the same for every seed and
+    # every step (no state learned from the losses), so K seeds trained as one stacked model
+    # (``seeds=K``, :mod:`mtlrec.training.stacked`) can share one instance: :meth:`backward` then
+    # receives ``[K]`` losses per task, and the sum of its ``[K]`` result over the seeds is what
+    # gets differentiated.
+    stackable: bool = False
+
     def check_trainer(self, precision: str, world_size: int) -> None:
         """Refuse, in one line, a trainer this scheme's update would be silently wrong under."""
         if self.sets_gradients and str(precision).startswith("16"):

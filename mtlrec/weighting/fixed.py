@@ -18,6 +18,8 @@ class FixedWeighting(Weighting):
     The two options are exclusive.
     """
 
+    stackable = True  # constant weights: K stacked seeds' losses combine with the same ones
+
     def __init__(
         self, weights: Mapping[str, float] | None = None, by_data_volume: bool = False
     ) -> None:
