@@ -28,13 +28,12 @@ from mtlrec.build import _instantiate, build_datamodule, build_module
 from mtlrec.data.messages import one_line
 from mtlrec.options import check_config
 from mtlrec.training.console import header, progress_bar_wanted
-from mtlrec.training.results import RESULTS_FILE, config_hash, is_complete, read_results, write_json_atomic
+from mtlrec.training.results import RESULTS_FILE, STACK_DIR, config_hash, is_complete, read_results, write_json_atomic
 from mtlrec.training.stacked import SeedwiseSelection, StackedSeedsModule, stacking_refusal
 from mtlrec.training.timing import TrainThroughput
 from mtlrec.transfer.init_from import initialise_from
 
 log = logging.getLogger("mtlrec.train")
-STACK_DIR = "stack"
 
 
 def seed_config(cfg: DictConfig, seed: int) -> DictConfig:
@@ -124,39 +123,53 @@ def run_stacked(cfg: DictConfig, output_dir: str | Path, overrides: list[str] | 
     previous.parent.mkdir(parents=True, exist_ok=True)
     previous.write_text(stack_digest)
 
-    started = time.perf_counter()
-    trainer.fit(stack, ckpt_path=resume)
-    train_seconds = time.perf_counter() - started
-    timing = {"train_seconds": round(train_seconds, 3),
-              "train_samples_per_second": round(throughput.samples_per_second / len(todo), 1),
-              "stacked_seeds": len(todo)}
-    records = {s: read_results(seed_dir(output_dir, s)) for s in seeds if s not in todo}
-    for k, seed in enumerate(todo):
-        member, folder = members[k], seed_dir(output_dir, seed)
-        best_state, best_epochs, stopped = selection.seed_best(k)
-        member.architecture.load_state_dict({**stack.seed_state(k), **best_state})
-        epochs = {t: best_epochs.get(t, best_epochs.get(None)) for t in datamodule.schema.task_names}
-        epochs_trained = stopped if stopped is not None else trainer.current_epoch
-        folder.mkdir(parents=True, exist_ok=True)
-        (folder / HASH_FILE).write_text(digests[seed])
-        datamodule.save_preprocessing(folder)
-        best = _save_best(member, folder, epochs[datamodule.schema.main_task], epochs)
-        evaluator: L.Trainer = _instantiate(cfg.trainer, callbacks=[], logger=False, enable_progress_bar=False,
-                                            enable_checkpointing=False, enable_model_summary=False,
-                                            use_distributed_sampler=False)
-        val = evaluator.validate(member, datamodule=datamodule, verbose=False)[0]
-        test = evaluator.test(member, datamodule=datamodule, verbose=False)[0]
-        weights = member.weighting.weights()
-        record = _started_record(resolved[seed], digests[seed], overrides, datamodule, (monitor, mode, per_task),
-                                 num_parameters, getattr(member, "transferred", None))
-        record.update(_finished_fields(
-            member, folder, str(best), epochs, epochs_trained, val, test, timing=timing,
-            weights={"final": weights, "per_epoch": [weights] * epochs_trained},
-            losses=[epoch[k] for epoch in stack.loss_history[:epochs_trained]], backbone_file=None,
-        ))
-        record["stacked"] = {"seeds": todo, "position": k}
-        write_json_atomic(folder / RESULTS_FILE, record)
-        records[seed] = record
+    def seed_overrides(seed: int) -> list[str]:  # those of the seed's own run: seed=<s>, no seeds=K
+        kept = [o for o in overrides or [] if o.split("=", 1)[0].lstrip("+~") not in ("seed", "seeds")]
+        return [*kept, f"seed={seed}"]
+
+    try:
+        started = time.perf_counter()
+        trainer.fit(stack, ckpt_path=resume)
+        train_seconds = time.perf_counter() - started
+        timing = {"train_seconds": round(train_seconds, 3),
+                  "train_samples_per_second": round(throughput.samples_per_second / len(todo), 1),
+                  "stacked_seeds": len(todo)}
+        records = {s: read_results(seed_dir(output_dir, s)) for s in seeds if s not in todo}
+        for k, seed in enumerate(todo):
+            member, folder = members[k], seed_dir(output_dir, seed)
+            best_state, best_epochs, stopped = selection.seed_best(k)
+            member.architecture.load_state_dict({**stack.seed_state(k), **best_state})
+            epochs = {t: best_epochs.get(t, best_epochs.get(None)) for t in datamodule.schema.task_names}
+            epochs_trained = stopped if stopped is not None else trainer.current_epoch
+            folder.mkdir(parents=True, exist_ok=True)
+            (folder / HASH_FILE).write_text(digests[seed])
+            datamodule.save_preprocessing(folder)
+            best = _save_best(member, folder, epochs[datamodule.schema.main_task], epochs)
+            evaluator: L.Trainer = _instantiate(cfg.trainer, callbacks=[], logger=False, enable_progress_bar=False,
+                                                enable_checkpointing=False, enable_model_summary=False,
+                                                use_distributed_sampler=False)
+            val = evaluator.validate(member, datamodule=datamodule, verbose=False)[0]
+            test = evaluator.test(member, datamodule=datamodule, verbose=False)[0]
+            weights = member.weighting.weights()
+            record = _started_record(resolved[seed], digests[seed], seed_overrides(seed), datamodule,
+                                     (monitor, mode, per_task), num_parameters, getattr(member, "transferred", None))
+            record.update(_finished_fields(
+                member, folder, str(best), epochs, epochs_trained, val, test, timing=timing,
+                weights={"final": weights, "per_epoch": [weights] * epochs_trained},
+                losses=[epoch[k] for epoch in stack.loss_history[:epochs_trained]], backbone_file=None,
+            ))
+            record["stacked"] = {"seeds": todo, "position": k, "overrides": list(overrides or [])}
+            write_json_atomic(folder / RESULTS_FILE, record)
+            records[seed] = record
+    except Exception as err:  # a crash is recorded in every seed's folder, then re-raised
+        for seed in todo:
+            if not is_complete(seed_dir(output_dir, seed), digests[seed]):
+                write_json_atomic(seed_dir(output_dir, seed) / RESULTS_FILE, {
+                    **_started_record(resolved[seed], digests[seed], seed_overrides(seed), datamodule,
+                                      (monitor, mode, per_task), num_parameters, None),
+                    "status": "failed", "error": f"{type(err).__name__}: {err}",
+                    "failure": getattr(err, "details", None)})
+        raise
     return [records[s] for s in seeds]
 
 

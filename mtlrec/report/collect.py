@@ -30,7 +30,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from mtlrec.training.results import FORMAT_VERSION, RESULTS_FILE, read_results
+from mtlrec.training.results import FORMAT_VERSION, RESULTS_FILE, STACK_DIR, read_results
 
 HYDRA_DIR = ".hydra"
 
@@ -106,7 +106,9 @@ def find_run_dirs(paths: Iterable[str | os.PathLike]) -> list[Path]:
         for dirpath, dirnames, filenames in os.walk(root):
             dirnames[:] = sorted((d for d in dirnames if not d.startswith(".")), key=natural_key)
             here = Path(dirpath)
-            if RESULTS_FILE in filenames or (here / HYDRA_DIR).is_dir():
+            # a job of K stacked seeds (seeds=K) is not a run: its seed=<s>/ folders are, once written
+            stack = (here / STACK_DIR).is_dir() and any((here / d / RESULTS_FILE).is_file() for d in dirnames)
+            if RESULTS_FILE in filenames or ((here / HYDRA_DIR).is_dir() and not stack):
                 found.setdefault(here.resolve(), here)
     return list(found.values())
 

@@ -45,6 +45,7 @@ from pathlib import Path
 from typing import Any
 
 RESULTS_FILE = "results.json"
+STACK_DIR = "stack"  # a stacked job's own folder (seeds=K): its checkpoints, never a run
 FORMAT_VERSION = 1
 
 # Keys (top-level or dotted) that say *where* a run or its data lives, or how it reports, not
