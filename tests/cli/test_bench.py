@@ -81,3 +81,20 @@ def test_scaling_bench_runs_one_and_two_processes_side_by_side() -> None:
     assert set(rows) == {"1 process × 1 thread", "1 process × 2 threads", "2 processes × 1 thread (DDP)"}
     assert rows["1 process × 1 thread"][2] == "1.00"  # the yardstick's own ratio
     assert float(rows["2 processes × 1 thread (DDP)"][1].replace(",", "")) > 0
+
+
+def test_seeds_bench_runs_one_seed_separate_runs_and_the_stack_side_by_side() -> None:
+    proc = subprocess.run(
+        [sys.executable, "-m", "mtlrec.bench_seeds", "--root", "tests/fixtures/census", "--seeds", "2", "--epochs", "1",
+         "--repeats", "1"],
+        cwd=REPO, capture_output=True, text=True, timeout=600,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    rows = {line.split(" | ")[0].lstrip("| "): line.split(" | ") for line in proc.stdout.splitlines()
+            if line.startswith("| ") and ("seed" in line or "runs" in line)}
+    assert set(rows) >= {"one seed", "2 runs of their own", "2 seeds stacked (seeds=2)"}
+    assert rows["one seed"][2] == "1.00"  # the yardstick's own ratio
+    # the stack's seeds are the separate runs' seeds: the same mean AUC to float noise
+    stacked, separate = (float(rows[k][6].rstrip(" |")) for k in ("2 seeds stacked (seeds=2)", "2 runs of their own"))
+    assert abs(stacked - separate) < 2e-3
+    assert "stacked / separate: wall" in proc.stdout
