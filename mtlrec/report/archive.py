@@ -30,8 +30,15 @@ def sanitize(record: dict) -> dict:
     """The record without machine-specific locations."""
     clean = dict(record)
     clean["config"] = without_location_keys(record.get("config", {}))
-    clean["overrides"] = [o for o in record.get("overrides", []) if not is_location_key(o.split("=", 1)[0].lstrip("+~"))]
+    clean["overrides"] = _without_locations(record.get("overrides", []))
+    if isinstance(record.get("stacked"), dict):  # a seed of a stack (seeds=K) keeps the stack's overrides
+        stacked = record["stacked"]
+        clean["stacked"] = {**stacked, "overrides": _without_locations(stacked.get("overrides", []))}
     return clean
+
+
+def _without_locations(overrides: Sequence[str]) -> list[str]:
+    return [o for o in overrides if not is_location_key(str(o).split("=", 1)[0].lstrip("+~"))]
 
 
 def archive(sources: Sequence[str | Path], dest: str | Path) -> tuple[int, list[str]]:
@@ -40,13 +47,17 @@ def archive(sources: Sequence[str | Path], dest: str | Path) -> tuple[int, list[
     staging = dest.with_name(f".{dest.name}.staging")
     shutil.rmtree(staging, ignore_errors=True)
     copied, skipped = 0, []
-    for run_dir in find_run_dirs(sources):
-        record = read_results(run_dir)
-        if not record or record.get("status") != "complete":
-            skipped.append(f"{run_dir}: {'no readable results.json' if not record else record.get('status')}")
-            continue
-        write_json_atomic(staging / run_dir.name / RESULTS_FILE, sanitize(record))
-        copied += 1
+    for source in map(Path, sources):
+        for run_dir in find_run_dirs([source]):
+            record = read_results(run_dir)
+            if not record or record.get("status") != "complete":
+                skipped.append(f"{run_dir}: {'no readable results.json' if not record else record.get('status')}")
+                continue
+            # named as below the sweep folder: a stacked job's seeds are <job>/seed=<s>
+            inside = run_dir.resolve() != source.resolve() and run_dir.resolve().is_relative_to(source.resolve())
+            name = run_dir.resolve().relative_to(source.resolve()) if inside else Path(run_dir.name)
+            write_json_atomic(staging / name / RESULTS_FILE, sanitize(record))
+            copied += 1
     if copied == 0:
         shutil.rmtree(staging, ignore_errors=True)
         raise FileNotFoundError(f"no complete runs under {[str(s) for s in sources]}; nothing archived")

@@ -25,7 +25,7 @@ SCRIPTS = sorted(p.relative_to(REPO).as_posix() for p in REPO.glob("experiments/
 # script -> (arguments, tiny Hydra overrides or script options); run.sh scripts get LAUNCHER=basic
 SMOKE: dict[str, list[str]] = {
     "experiments/census_mmoe_table/run.sh": [
-        str(CENSUS_FIXTURE), "arch=single_task,shared_bottom", "data.group=1", "seed=0", "trainer.max_epochs=2",
+        str(CENSUS_FIXTURE), "arch=single_task,shared_bottom", "data.group=1", "seeds=2", "trainer.max_epochs=2",
         "data.loader.batch_size=128",
     ],
     "experiments/synthetic_correlation/run.sh": [
@@ -61,6 +61,8 @@ SMOKE_ENV: dict[str, dict[str, str]] = {
 }
 # archived runs a smoke run leaves: glob under OUT -> how many
 ARCHIVED = {
+    # each (group, arch) job trains its seeds stacked (seeds=K); the archive keeps <job>/seed=<s>/
+    "experiments/census_mmoe_table/run.sh": {"runs/*/seed=*/results.json": 4},
     "experiments/retail_transfer/run.sh": {"runs/source/*/results.json": 2, "runs/target/*/results.json": 7},
     "experiments/grocery_transfer/run.sh": {"runs/source/*/results.json": 1, "runs/target/*/results.json": 4},
     "experiments/census_insight/run.sh": {"runs/*/results.json": 8, "fusion/*/fusion.md": 4,

@@ -14,7 +14,8 @@ from pathlib import Path
 
 import pytest
 
-from mtlrec.report.collect import find_run_dirs
+from mtlrec.report.archive import archive
+from mtlrec.report.collect import collect, find_run_dirs
 from mtlrec.train import CONFIG_DIR, BadInputError
 from tests.conftest import tasks_named_by_arch, train_in_process
 
@@ -64,6 +65,15 @@ def test_a_finished_stack_is_skipped_and_a_longer_one_trains_only_the_new_seed(t
     assert longer[2]["stacked"]["seeds"] == [2]
     # the report sees the seeds' folders as runs, and the stacked job's folder as none
     assert sorted(p.name for p in find_run_dirs([tmp_path])) == ["seed=0", "seed=1", "seed=2"]
+    # archived under their job's folder (several stacked jobs' seed=<s> folders never collide),
+    # without machine paths, and tabled as three seeds of one configuration
+    copied, _ = archive([tmp_path], tmp_path / "archive")
+    assert copied == 3 and sorted(str(p.parent.relative_to(tmp_path / "archive"))
+                                  for p in (tmp_path / "archive").rglob("results.json")) == [
+        "run/seed=0", "run/seed=1", "run/seed=2"]
+    collection = collect([tmp_path / "archive"])
+    assert len(collection.runs) == 3 and collection.runs["seed"].tolist() == [0, 1, 2]
+    assert not collection.problems.shape[0]
 
 
 @pytest.mark.parametrize(("overrides", "named"), [
