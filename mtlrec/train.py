@@ -108,6 +108,32 @@ def build_logger(cfg: DictConfig) -> L.pytorch.loggers.Logger | bool:
     return instantiate(node)
 
 
+def set_threads(setting: int | str | None) -> None:
+    """``torch_threads``: a number; ``auto``: the cores this process may use, shared evenly among the
+    jobs a joblib launcher runs at once (its ``n_jobs``; all cores when -1), so parallel jobs never
+    oversubscribe the cores; ``null``: torch's default."""
+    if setting in (None, "", 0):
+        return
+    if setting == "auto":
+        torch.set_num_threads(auto_threads())
+        return
+    try:
+        torch.set_num_threads(int(setting))
+    except (TypeError, ValueError):
+        raise BadInputError(f"torch_threads={setting!r}: give a number of threads, auto or null") from None
+
+
+def auto_threads() -> int:
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    jobs = 1
+    if _is_multirun():
+        launcher = HydraConfig.get().launcher
+        if "joblib" in str(launcher.get("_target_", "")).lower():
+            n_jobs = launcher.get("n_jobs")
+            jobs = cores if n_jobs in (None, -1) else max(1, min(int(n_jobs), cores))
+    return max(1, cores // jobs)
+
+
 def _sweeper_records_failures() -> bool:
     """Optuna's sweeper turns a job that raises into a failed trial (and a returned NaN into a
     crash of the whole study, with optuna 2.10); the basic sweeper stops at a job that raises."""
@@ -148,8 +174,7 @@ def run(cfg: DictConfig, output_dir: str | Path, overrides: list[str] | None = N
         log.info("skipping: %s already holds complete results for this config", output_dir / RESULTS_FILE)
         return read_results(output_dir)
 
-    if cfg.get("torch_threads"):
-        torch.set_num_threads(int(cfg.torch_threads))
+    set_threads(cfg.get("torch_threads"))
     L.seed_everything(cfg.seed, workers=True, verbose=False)
     try:  # bad data or config values fail here, before anything is written
         check_config(cfg)

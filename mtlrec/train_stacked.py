@@ -57,6 +57,7 @@ def run_stacked(cfg: DictConfig, output_dir: str | Path, overrides: list[str] | 
         _is_multirun,
         _started_record,
         build_logger,
+        set_threads,
     )
 
     output_dir = Path(output_dir)
@@ -71,8 +72,7 @@ def run_stacked(cfg: DictConfig, output_dir: str | Path, overrides: list[str] | 
     if not todo:
         log.info("skipping: every seed in %s already holds complete results for this config", output_dir)
         return [read_results(seed_dir(output_dir, s)) for s in seeds]
-    if cfg.get("torch_threads"):
-        torch.set_num_threads(int(cfg.torch_threads))
+    set_threads(cfg.get("torch_threads"))
     try:
         check_config(cfg)
         differing = [s for s in todo if resolved[s]["data"] != resolved[todo[0]]["data"]]
