@@ -17,6 +17,7 @@ import pytest
 from mtlrec.report.archive import archive
 from mtlrec.report.collect import collect, find_run_dirs
 from mtlrec.train import CONFIG_DIR, BadInputError
+from mtlrec.training.stacked import StackedSeedsModule
 from tests.conftest import tasks_named_by_arch, train_in_process
 
 # small synthetic data with a fixed data seed (by default it follows the run seed, which is refused);
@@ -88,3 +89,28 @@ def test_what_cannot_be_stacked_is_refused_in_one_line(tmp_path, overrides, name
     message = str(err.value)
     assert named in message and "seed=range(2)" in message and "\n" not in message
     assert not list(tmp_path.glob("seed=*"))  # nothing written
+
+
+def test_an_interrupted_stack_resumes_and_ends_as_the_uninterrupted_one(tmp_path, monkeypatch) -> None:
+    reference, _ = train_in_process(tmp_path / "reference", [*DATA, "seeds=2"])
+    started: list[int] = []
+    crash = {"at": 3}
+
+    def on_train_epoch_start(self) -> None:  # after last.ckpt of the epoch before was written
+        if self.current_epoch == crash["at"]:
+            raise RuntimeError("simulated crash")
+        started.append(self.current_epoch)
+
+    monkeypatch.setattr(StackedSeedsModule, "on_train_epoch_start", on_train_epoch_start, raising=False)
+    out = tmp_path / "run"
+    with pytest.raises(RuntimeError, match="simulated crash"):
+        train_in_process(out, [*DATA, "seeds=2"])
+    assert {_read(out / f"seed={s}")["status"] for s in SEEDS} == {"failed"}
+    crash["at"], started[:] = None, []
+    resumed, _ = train_in_process(out, [*DATA, "seeds=2"])
+    assert started and started[0] == 3  # went on from its last epoch, not from scratch
+    for got, want in zip(resumed, reference):
+        assert got["status"] == "complete"
+        assert (got["best_epochs"], got["epochs_trained"]) == (want["best_epochs"], want["epochs_trained"])
+        assert got["metrics"] == want["metrics"]  # the same arithmetic: resumed exactly
+        assert got["train_loss_per_epoch"] == pytest.approx(want["train_loss_per_epoch"])
