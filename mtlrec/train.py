@@ -130,7 +130,8 @@ def auto_threads() -> int:
         launcher = HydraConfig.get().launcher
         if "joblib" in str(launcher.get("_target_", "")).lower():
             n_jobs = launcher.get("n_jobs")
-            jobs = cores if n_jobs in (None, -1) else max(1, min(int(n_jobs), cores))
+            n_jobs = -1 if n_jobs is None else int(n_jobs)  # joblib: -1 all cores, -2 all but one, ...
+            jobs = max(1, min(cores + 1 + n_jobs if n_jobs < 0 else n_jobs, cores))
     return max(1, cores // jobs)
 
 

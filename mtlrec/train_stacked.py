@@ -29,6 +29,7 @@ from mtlrec.data.messages import one_line
 from mtlrec.options import check_config
 from mtlrec.training.console import header, progress_bar_wanted
 from mtlrec.training.results import RESULTS_FILE, STACK_DIR, config_hash, is_complete, read_results, write_json_atomic
+from mtlrec.training.selection import CHECKPOINT_NAME
 from mtlrec.training.stacked import SeedwiseSelection, StackedSeedsModule, stacking_refusal
 from mtlrec.training.timing import TrainThroughput
 from mtlrec.transfer.init_from import initialise_from
@@ -81,7 +82,7 @@ def run_stacked(cfg: DictConfig, output_dir: str | Path, overrides: list[str] | 
                              f"seeds would train on different data; fix the data's own seed, or run the seeds as "
                              f"separate jobs: -m seed=range({count})")
         datamodule, members = _members(configs, todo)
-        refusal = stacking_refusal(cfg, members[0], cfg.trainer.get("devices"))
+        refusal = stacking_refusal(cfg, members[0])
         if refusal:
             raise ValueError(refusal)
         stack = StackedSeedsModule(members, todo, datamodule)
@@ -95,6 +96,11 @@ def run_stacked(cfg: DictConfig, output_dir: str | Path, overrides: list[str] | 
             callbacks.append(TQDMProgressBar(refresh_rate=int((cfg.get("console") or {}).get("refresh_rate", 20))))
         trainer: L.Trainer = _instantiate(cfg.trainer, callbacks=callbacks, logger=build_logger(cfg),
                                           enable_progress_bar=progress, use_distributed_sampler=False)
+        if trainer.world_size != 1:
+            raise ValueError(f"seeds={count}: the stack trains in one process, but the trainer has "
+                             f"{trainer.world_size}; set trainer.devices=1, or run the seeds as separate jobs: "
+                             f"-m seed=range({count})")
+        stack.selection = selection
         _probe(stack, datamodule)
     except BAD_INPUT as err:
         raise BadInputError(one_line(err) or type(err).__name__) from err
@@ -111,6 +117,9 @@ def run_stacked(cfg: DictConfig, output_dir: str | Path, overrides: list[str] | 
             device=str(trainer.strategy.root_device), output_dir=str(output_dir),
         ) + f"\n{len(todo)} seeds stacked: {todo}", flush=True)
 
+    stale = read_results(output_dir)  # a job-level record of bad input, from before the config was fixed
+    if stale is not None and stale.get("status") == "failed":
+        (output_dir / RESULTS_FILE).unlink()
     stack_digest = config_hash({"stack": [resolved[s] for s in todo]})
     checkpoints = output_dir / STACK_DIR / "checkpoints"
     previous = output_dir / STACK_DIR / HASH_FILE
@@ -137,6 +146,14 @@ def run_stacked(cfg: DictConfig, output_dir: str | Path, overrides: list[str] | 
         records = {s: read_results(seed_dir(output_dir, s)) for s in seeds if s not in todo}
         for k, seed in enumerate(todo):
             member, folder = members[k], seed_dir(output_dir, seed)
+            if k in stack.failures:  # its training went non-finite: failed, as its own run would have
+                failure = stack.failures[k]
+                write_json_atomic(folder / RESULTS_FILE, {
+                    **_started_record(resolved[seed], digests[seed], seed_overrides(seed), datamodule,
+                                      (monitor, mode, per_task), num_parameters, None),
+                    "status": "failed", "error": f"{type(failure).__name__}: {failure}", "failure": failure.details,
+                    "stacked": {"seeds": todo, "position": k, "overrides": list(overrides or [])}})
+                continue
             best_state, best_epochs, stopped = selection.seed_best(k)
             member.architecture.load_state_dict({**stack.seed_state(k), **best_state})
             epochs = {t: best_epochs.get(t, best_epochs.get(None)) for t in datamodule.schema.task_names}
@@ -144,7 +161,8 @@ def run_stacked(cfg: DictConfig, output_dir: str | Path, overrides: list[str] | 
             folder.mkdir(parents=True, exist_ok=True)
             (folder / HASH_FILE).write_text(digests[seed])
             datamodule.save_preprocessing(folder)
-            best = _save_best(member, folder, epochs[datamodule.schema.main_task], epochs)
+            best = _save_best(member, folder, CHECKPOINT_NAME if per_task else "best.ckpt",
+                              epochs[datamodule.schema.main_task], epochs)
             evaluator: L.Trainer = _instantiate(cfg.trainer, callbacks=[], logger=False, enable_progress_bar=False,
                                                 enable_checkpointing=False, enable_model_summary=False,
                                                 use_distributed_sampler=False)
@@ -170,6 +188,8 @@ def run_stacked(cfg: DictConfig, output_dir: str | Path, overrides: list[str] | 
                     "status": "failed", "error": f"{type(err).__name__}: {err}",
                     "failure": getattr(err, "details", None)})
         raise
+    if stack.failures:  # the others are recorded; the first failure is the job's (a sweep goes on)
+        raise next(iter(stack.failures.values()))
     return [records[s] for s in seeds]
 
 
@@ -198,11 +218,19 @@ def _members(configs: dict[int, DictConfig], todo: list[int]):
 def _selection(cfg: DictConfig, stack: StackedSeedsModule, template, dirpath: Path) -> SeedwiseSelection:
     """Per-seed selection with the patience and min_delta of the config's ``monitor: auto`` early stopping."""
     patience, min_delta = None, 0.0
-    for node in (cfg.get("callbacks") or {}).values():
-        if node is not None and node.get("monitor") == "auto":
+    for name, node in (cfg.get("callbacks") or {}).items():
+        if node is not None and "EarlyStopping" in str(node.get("_target_", "")):
             callback = _instantiate(node, **{"monitor": "auto", "mode": "max"})
-            if isinstance(callback, EarlyStopping):
-                patience, min_delta = callback.patience, callback.min_delta
+            if not isinstance(callback, EarlyStopping):
+                continue
+            unsupported = [f"callbacks.{name}.{option}" for option in ("stopping_threshold", "divergence_threshold")
+                           if getattr(callback, option, None) is not None]
+            unsupported += [f"callbacks.{name}.monitor"] if node.get("monitor") != "auto" else []
+            unsupported += [f"callbacks.{name}.check_finite=false"] if not callback.check_finite else []
+            if unsupported:
+                raise ValueError(f"seeds={cfg.seeds}: {', '.join(unsupported)} cannot be applied per seed; remove "
+                                 f"them, or run the seeds as separate jobs: -m seed=range({cfg.seeds})")
+            patience, min_delta = callback.patience, callback.min_delta
     taskwise = template.taskwise_selection()
     per_task = None
     if taskwise is not None:
@@ -219,19 +247,19 @@ def _probe(stack: StackedSeedsModule, datamodule) -> None:
     rows = torch.arange(min(8, len(table)), device=next(iter(table.features.values())).device)
     batch = table[torch.cat([rows] * len(stack.seeds))]
     try:
-        with torch.no_grad():
-            stack.training_step(batch, 0)
+        stack.training_step(batch, 0).backward()  # the backward too: vmap may run an op forward but not back
     except RuntimeError as err:
         raise ValueError(f"seeds={len(stack.seeds)}: this architecture cannot be stacked ({one_line(err)}); run the "
                          f"seeds as separate jobs: -m seed=range({len(stack.seeds)})") from err
     finally:
         stack._epoch_loss, stack._epoch_steps = None, 0
+        stack.zero_grad(set_to_none=True)
 
 
-def _save_best(member, folder: Path, epoch: int | None, epochs: dict[str, int | None]) -> Path:
-    """The seed's selected weights as a weights-only checkpoint (what ``RunScorer`` loads), written
-    atomically; ``epoch`` is 0-based there, as Lightning stores it."""
-    path = folder / "checkpoints" / "best.ckpt"
+def _save_best(member, folder: Path, name: str, epoch: int | None, epochs: dict[str, int | None]) -> Path:
+    """The seed's selected weights as a weights-only checkpoint (what ``RunScorer`` loads), named as
+    its own run names it, written atomically; ``epoch`` is 0-based there, as Lightning stores it."""
+    path = folder / "checkpoints" / name
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp")
     torch.save({"state_dict": member.state_dict(), "epoch": (epoch or 1) - 1, "mtlrec_best_epochs": epochs}, tmp)

@@ -18,14 +18,16 @@ checkpoints and ``results.json`` are then each seed's own, through the ordinary 
 
 What is refused (:func:`stacking_refusal`): a weighting that learns from the losses (GradNorm,
 uncertainty, DWA, the aggregators keep per-seed state), domain adaptation, fine-tuning options,
-an image backbone, ``compile=true``, gradient-conflict sampling and several devices.
+an image backbone, ``compile=true``, gradient-conflict sampling, several devices, gradient
+clipping, gradient accumulation and fp16 (one norm, one accumulation and one loss scaler would be
+shared by the seeds), and callbacks other than the default checkpoint and early stopping.
 """
 
 from __future__ import annotations
 
 import copy
+import math
 from collections.abc import Mapping
-from typing import Any
 
 import lightning as L
 import torch
@@ -35,11 +37,12 @@ from torch.func import functional_call, stack_module_state, vmap
 
 from mtlrec.data.datamodule import TabularDataModule
 from mtlrec.data.table import Batch
+from mtlrec.training.guard import NonFiniteError
 from mtlrec.training.module import MultiTaskModule, _in_sample_space
 from mtlrec.training.selection import TaskwiseSelection
 
 
-def stacking_refusal(cfg: DictConfig, member: MultiTaskModule, trainer_devices: Any = 1) -> str | None:
+def stacking_refusal(cfg: DictConfig, member: MultiTaskModule) -> str | None:
     """Why ``cfg`` cannot be trained as a stack of seeds (one line naming the option), or ``None``."""
     k = cfg.seeds
     weighting = cfg.weighting._target_.rsplit(".", 1)[-1]
@@ -52,7 +55,14 @@ def stacking_refusal(cfg: DictConfig, member: MultiTaskModule, trainer_devices: 
     asked += ["compile=true"] if cfg.get("compile") else []
     asked += ["insight.conflict_every"] if (cfg.get("insight") or {}).get("conflict_every") else []
     asked += ["backbone"] if (cfg.get("backbone") or {}).get("_target_") else []
-    asked += ["trainer.devices"] if trainer_devices not in (1, "1", "auto", None) else []
+    trainer = cfg.get("trainer") or {}
+    asked += ["trainer.gradient_clip_val"] if trainer.get("gradient_clip_val") else []  # one norm over all seeds
+    asked += ["trainer.accumulate_grad_batches"] if trainer.get("accumulate_grad_batches", 1) != 1 else []
+    asked += [f"trainer.precision={trainer.precision}"] if str(trainer.get("precision", "")).startswith("16") else []
+    extra = sorted(set(cfg.get("callbacks") or {}) - {"model_checkpoint", "last_checkpoint", "early_stopping"})
+    asked += [f"callbacks.{name}" for name in extra if (cfg.callbacks[name] or {}).get("_target_")]
+    if not ((cfg.get("callbacks") or {}).get("model_checkpoint") or {}).get("_target_"):
+        asked += ["callbacks.model_checkpoint=null"]
     if asked:
         return (f"seeds={k}: {', '.join(asked)} cannot be trained as a stack of seeds (one model of K stacked "
                 f"copies, one process); remove {'it' if len(asked) == 1 else 'them'}, or run the seeds as "
@@ -74,7 +84,8 @@ class StackedSeedsModule(L.LightningModule):
         self.template = members[0]  # the objectives, weighting and optimizer factory every seed shares
         params, buffers = stack_module_state([m.architecture for m in members])
         self.names = list(params)
-        self.stacked = nn.ParameterList([nn.Parameter(params[name].detach().clone()) for name in self.names])
+        self.stacked = nn.ParameterList([nn.Parameter(params[name].detach().clone(),
+                                                      requires_grad=params[name].requires_grad) for name in self.names])
         self.buffer_names = list(buffers)
         for i, name in enumerate(self.buffer_names):
             self.register_buffer(f"buffer_{i}", buffers[name].detach().clone())
@@ -88,6 +99,8 @@ class StackedSeedsModule(L.LightningModule):
         self._train_step = vmap(self._seed_losses, in_dims=(0, 0, 0, 0, 0, None), randomness="different")
         self._eval_logits = vmap(self._seed_logits, in_dims=(0, 0, None), randomness="different")
         self._epoch_loss: Tensor | None = None  # [K, T] sums of the step losses
+        self.selection: SeedwiseSelection | None = None  # set by the caller: which seeds are still training
+        self.failures: dict[int, NonFiniteError] = {}  # position -> why that seed's run failed
         self._epoch_steps = 0
         self.loss_history: list[list[dict[str, float]]] = []  # per epoch, per seed: task -> mean loss
         self.validation_values: list[dict[str, float]] = []  # per seed, the last validation
@@ -117,6 +130,12 @@ class StackedSeedsModule(L.LightningModule):
         return functional_call(self._base, (params, buffers), (batch,)).logits
 
     # -- training ----------------------------------------------------------------------------
+    def setup(self, stage: str) -> None:
+        # the datamodule is not given to fit (the stack brings its own loaders): let it place its
+        # tables on the accelerator, as it does for a run of its own
+        self._datamodule.trainer = self.trainer
+        self._datamodule.setup(stage)
+
     def train_dataloader(self):
         return self._datamodule.stacked_train_dataloader(self.seeds)
 
@@ -144,11 +163,18 @@ class StackedSeedsModule(L.LightningModule):
         if not self._epoch_steps:
             return
         means = (self._epoch_loss / self._epoch_steps).tolist()  # one host read per epoch
-        if not all(v == v and abs(v) != float("inf") for row in means for v in row):
-            bad = [self.seeds[k] for k, row in enumerate(means) if not all(v == v and abs(v) != float("inf")
-                                                                         for v in row)]
-            raise FloatingPointError(f"seeds={len(self.seeds)}: the training loss of seed(s) {bad} is not finite")
         tasks = self.template.trained_tasks
+        epoch = self.current_epoch + 1
+        for k, row in enumerate(means):
+            # a seed whose own run had ended before this epoch is not checked (its run saw no such loss);
+            # one that goes non-finite fails as its own run would, and the others train on (the seeds'
+            # parameters are disjoint, so its NaNs reach no other seed)
+            ended = self.selection is not None and self.selection.seed_stopped_before(k, epoch)
+            bad = next(((t, v) for t, v in zip(tasks, row) if not math.isfinite(v)), None)
+            if bad and not ended and k not in self.failures:
+                self.failures[k] = NonFiniteError("training loss", bad[0], self.global_step, bad[1])
+                if self.selection is not None:
+                    self.selection.stop_seed(k, epoch, self.trainer)
         self.loss_history.append([dict(zip(tasks, row)) for row in means])
         self._epoch_loss, self._epoch_steps = None, 0
 
@@ -220,6 +246,19 @@ class SeedwiseSelection(TaskwiseSelection):
     def _snapshot(self, state: Mapping[str, Tensor], unit: str) -> dict[str, Tensor]:
         k = self.position[unit]
         return {name: state[self._stack.stacked_key(name)][k].detach().clone() for name in self.state_keys[unit]}
+
+    def seed_stopped_before(self, k: int, epoch: int) -> bool:
+        """Whether seed ``k``'s own run had ended before ``epoch`` (1-based)."""
+        stops = [self.stopped_epoch[u] for u, position in self.position.items() if position == k]
+        return all(e is not None and e < epoch for e in stops)
+
+    def stop_seed(self, k: int, epoch: int, trainer: L.Trainer) -> None:
+        """End seed ``k``'s run at ``epoch`` (its training failed); the stack ends when no seed trains."""
+        for unit, position in self.position.items():
+            if position == k and self.stopped_epoch[unit] is None:
+                self.stopped_epoch[unit] = epoch
+        if all(e is not None for e in self.stopped_epoch.values()):
+            trainer.should_stop = True
 
     def _save(self, trainer: L.Trainer) -> None:
         """Nothing on disk per epoch: the best weights travel in ``last.ckpt`` (this callback's state)

@@ -25,7 +25,9 @@ SCRIPTS = sorted(p.relative_to(REPO).as_posix() for p in REPO.glob("experiments/
 # script -> (arguments, tiny Hydra overrides or script options); run.sh scripts get LAUNCHER=basic
 SMOKE: dict[str, list[str]] = {
     "experiments/census_mmoe_table/run.sh": [
-        str(CENSUS_FIXTURE), "arch=single_task,shared_bottom", "data.group=1", "seeds=2", "trainer.max_epochs=2",
+        # the stacked form of the recipe (seeds=K, as on a GPU): two stacked jobs of 2 seeds
+        str(CENSUS_FIXTURE), "arch=single_task,shared_bottom", "data.group=1", "hydra.sweeper.params.seed=0", "seeds=2",
+        "trainer.max_epochs=2",
         "data.loader.batch_size=128",
     ],
     "experiments/synthetic_correlation/run.sh": [

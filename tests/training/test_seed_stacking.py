@@ -13,10 +13,12 @@ import json
 from pathlib import Path
 
 import pytest
+import torch
 
 from mtlrec.report.archive import archive
 from mtlrec.report.collect import collect, find_run_dirs
 from mtlrec.train import CONFIG_DIR, BadInputError
+from mtlrec.training.guard import NonFiniteError
 from mtlrec.training.stacked import StackedSeedsModule
 from tests.conftest import tasks_named_by_arch, train_in_process
 
@@ -82,6 +84,9 @@ def test_a_finished_stack_is_skipped_and_a_longer_one_trains_only_the_new_seed(t
     (["weighting=uncertainty"], "weighting=fixed or data_volume"),
     (["compile=true"], "compile=true"),
     (["data.seed=${seed}"], "data config follows the run seed"),
+    (["+trainer.gradient_clip_val=1.0"], "trainer.gradient_clip_val"),
+    (["+callbacks.early_stopping.stopping_threshold=0.1"], "callbacks.early_stopping.stopping_threshold"),
+    (["callbacks.model_checkpoint=null"], "callbacks.model_checkpoint=null"),
 ])
 def test_what_cannot_be_stacked_is_refused_in_one_line(tmp_path, overrides, named) -> None:
     with pytest.raises(BadInputError) as err:
@@ -114,3 +119,24 @@ def test_an_interrupted_stack_resumes_and_ends_as_the_uninterrupted_one(tmp_path
         assert (got["best_epochs"], got["epochs_trained"]) == (want["best_epochs"], want["epochs_trained"])
         assert got["metrics"] == want["metrics"]  # the same arithmetic: resumed exactly
         assert got["train_loss_per_epoch"] == pytest.approx(want["train_loss_per_epoch"])
+
+
+def test_a_seed_that_goes_non_finite_fails_alone_and_the_others_end_as_their_own_runs(tmp_path, monkeypatch) -> None:
+    def on_train_epoch_start(self) -> None:  # seed 1's weights become NaN before its second epoch
+        if self.current_epoch == 1:
+            with torch.no_grad():
+                for param in self.stacked:
+                    param[1] = float("nan")
+
+    monkeypatch.setattr(StackedSeedsModule, "on_train_epoch_start", on_train_epoch_start, raising=False)
+    with pytest.raises(NonFiniteError, match="training loss of task"):
+        train_in_process(tmp_path / "stack", [*DATA, "seeds=2"])
+    failed = _read(tmp_path / "stack" / "seed=1")
+    assert failed["status"] == "failed" and failed["failure"]["quantity"] == "training loss"
+    survivor = _read(tmp_path / "stack" / "seed=0")
+    monkeypatch.undo()
+    own, _ = train_in_process(tmp_path / "own0", [*DATA, "seed=0"])
+    assert survivor["status"] == "complete"
+    assert (survivor["best_epochs"], survivor["epochs_trained"]) == (own["best_epochs"], own["epochs_trained"])
+    want = own["metrics"]["test"]["task1"]["mse"]
+    assert survivor["metrics"]["test"]["task1"]["mse"] == pytest.approx(want, rel=2e-3)
