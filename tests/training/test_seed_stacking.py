@@ -20,7 +20,7 @@ from mtlrec.report.collect import collect, find_run_dirs
 from mtlrec.train import CONFIG_DIR, BadInputError
 from mtlrec.training.guard import NonFiniteError
 from mtlrec.training.stacked import StackedSeedsModule
-from tests.conftest import tasks_named_by_arch, train_in_process
+from tests.conftest import sample_overrides, tasks_named_by_arch, train_in_process
 
 # small synthetic data with a fixed data seed (by default it follows the run seed, which is refused);
 # a high learning rate and patience 1 so that the seeds stop early, at different epochs
@@ -54,6 +54,27 @@ def test_stacked_seeds_equal_their_own_runs(tmp_path, arch) -> None:
         for got, want in zip(record["train_loss_per_epoch"], own["train_loss_per_epoch"]):
             assert got == pytest.approx(want, rel=2e-3)
     assert len({r["epochs_trained"] for r in stacked}) > 1 or arch != "mmoe", "the seeds should stop apart"
+
+
+@pytest.mark.parametrize("arch", ["esmm", "aitm", "mmoe"])
+def test_click_to_conversion_stacks_equal_their_own_runs(tmp_path, arch) -> None:
+    """Masked tasks (CVR on clicks), a derived output (ESMM's pCVR) and an auxiliary loss term
+    (AITM's calibrator) under the stack, on the Ali-CCP sample."""
+    settings = [*sample_overrides("aliccp"), f"arch={arch}", "data.loader.batch_size=16", "trainer.max_epochs=3",
+                "logger=none"]
+    stacked, _ = train_in_process(tmp_path / "stack", [*settings, "seeds=2"])
+    for seed, record in zip(SEEDS, stacked):
+        own, _ = train_in_process(tmp_path / f"own{seed}", [*settings, f"seed={seed}"])
+        assert record["config_hash"] == own["config_hash"] and record["best_epochs"] == own["best_epochs"]
+        for split in ("val", "test"):
+            assert record["metrics"][split].keys() == own["metrics"][split].keys()
+            for task, metrics in own["metrics"][split].items():
+                for name, value in metrics.items():
+                    # AUC on a few dozen rows: float noise can swap two tied scores (one pair in ~300)
+                    tolerance = {"abs": 0.01} if name.startswith("auc") else {"rel": 2e-3, "abs": 1e-5}
+                    assert record["metrics"][split][task][name] == pytest.approx(value, **tolerance), (task, name)
+        for got, want in zip(record["train_loss_per_epoch"], own["train_loss_per_epoch"]):
+            assert got == pytest.approx(want, rel=2e-3)
 
 
 def test_a_finished_stack_is_skipped_and_a_longer_one_trains_only_the_new_seed(tmp_path) -> None:
