@@ -51,7 +51,7 @@ class StackedMMoE(nn.Module):
         x = torch.cat([self.embedding(categorical).flatten(1), numeric], dim=1)  # [B, d]
         h = torch.relu(torch.einsum("bd,edu->beu", x, self.expert_w) + self.expert_b)  # [B, E, U]
         g = torch.softmax((x @ self.gate_w + self.gate_b).view(-1, self.tasks, self.experts), dim=-1)  # [B, T, E]
-        mixed = torch.einsum("bte,beu->tbu", g, h)  # [T, B, U]
+        mixed = (g.unsqueeze(-1) * h.unsqueeze(1)).sum(2).transpose(0, 1)  # [T, B, U]: broadcast, not a B-batch einsum
         t = torch.relu(torch.bmm(mixed, self.tower_w) + self.tower_b)  # [T, B, H]
         return (torch.bmm(t, self.head_w) + self.head_b).squeeze(-1).T  # [B, T] logits
 

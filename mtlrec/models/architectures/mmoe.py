@@ -30,7 +30,7 @@ class MMoE(MixtureOfExperts):
             mixed = [mix(experts, gates[t]) for t in self.gates]
         else:  # eager: every task's gate and mixture in one op each (fewer small ops per step)
             weights = gate_bank(list(self.gates.values()), x)  # [B, T, E]
-            mixed = torch.einsum("bte,bed->tbd", weights, experts)  # task k's mixture at [k]
+            mixed = mix(experts.unsqueeze(1), weights).unbind(1)  # task k's mixture at [k]
             gates = {t: weights[:, k] for k, t in enumerate(self.gates)}
         logits = {t: self.towers[t](mixed[k]) for k, t in enumerate(self.gates)}
         return self.outputs(logits, gates, features=x, shared=experts.flatten(1))

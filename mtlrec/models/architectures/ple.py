@@ -52,7 +52,7 @@ class ExtractionLevel(nn.Module):
         # task k's gate mixes its own S experts then the H shared ones: every task at once
         pool = torch.cat([per_task, shared_out.unsqueeze(1).expand(-1, self.num_tasks, -1, -1)], dim=2)
         task_w = gate_bank(list(self.task_gates), task_inputs)  # [B, T, S + H]
-        outputs = torch.einsum("bte,bted->btd", task_w, pool)
+        outputs = mix(pool, task_w)  # [B, T, D]
         weights = list(task_w.unbind(1))
         next_shared, shared_w = None, None
         if self.shared_gate is not None:

@@ -45,5 +45,11 @@ def gate_bank(gates: Sequence[Gate], x: Tensor) -> Tensor:
 
 
 def mix(experts: Tensor, weights: Tensor) -> Tensor:
-    """Σ_e weights[b, e]·experts[b, e, :] → ``[B, D]``."""
-    return torch.einsum("be,bed->bd", weights, experts)
+    """Σ_e weights[..., e]·experts[..., e, :] → ``[..., D]`` (MMoE eq. 5's weighted sum of experts).
+
+    ``weights`` ``[B, E]`` with ``experts`` ``[B, E, D]``; or, for several gates at once,
+    ``[B, G, E]`` with ``[B, 1, E, D]`` (every gate over the same experts) or ``[B, G, E, D]``.
+    A broadcast product summed over the experts, not an einsum: einsum makes this a batch of B
+    (or B·G) matrix products of 1×E by E×D, whose per-product overhead made forward and backward
+    2–3× slower on CPU (B = 1024–4096, E = 8, D = 16: 1.39 → 0.65 ms and 3.0 → 0.9 ms measured)."""
+    return (weights.unsqueeze(-1) * experts).sum(-2)
