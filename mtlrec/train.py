@@ -423,8 +423,9 @@ def main(cfg: DictConfig) -> float:
             epochs = one.get("best_epochs") or {}
             chosen = (", ".join(f"{t} {e}" for t, e in epochs.items()) if one["selection"].get("per_task")
                       else str(one["best_epoch"]))
+            seed = f", seed {one['seed']}" if isinstance(record, list) else ""  # which of the stacked seeds
             print(f"\n{cfg.arch._target_.rsplit('.', 1)[-1]} on {one.get('dataset', '?')}, weighting "
-                  f"{cfg.weighting._target_.rsplit('.', 1)[-1]}, seed {one['seed']} (best epoch {chosen} of "
+                  f"{cfg.weighting._target_.rsplit('.', 1)[-1]}{seed} (best epoch {chosen} of "
                   f"{one.get('epochs_trained')}, {one['timing']['train_seconds']:.1f}s training):")
             print(format_metrics(one))
         folder = Path(hydra_cfg.runtime.output_dir)
