@@ -141,4 +141,11 @@ class Architecture(nn.Module, ABC):
             last_shared_parameters=[p for p in self.last_shared_parameters() if p.requires_grad],
             task_parameters=[p for p in params if id(p) in task_ids],
             encoder_parameters=[p for p in shared if id(p) in below],
+            last_shared_layer=self.last_shared_layer(),
         )
+
+    def last_shared_layer(self) -> nn.Module | None:
+        """The module holding :meth:`last_shared_parameters`, when it can form each task's
+        gradient on them from the tasks' output gradients (see :class:`SharedModel`); None: the
+        weighting asks autograd for them."""
+        return None

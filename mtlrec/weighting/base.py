@@ -40,6 +40,10 @@ class SharedModel:
     last_shared_parameters: list[nn.Parameter]
     task_parameters: list[nn.Parameter]
     encoder_parameters: list[nn.Parameter] = field(default_factory=list)
+    # the module holding ``last_shared_parameters``, when it can give every task's gradient on them
+    # from the tasks' gradients on its output (``capture_last_layer``, ``last_layer_output``,
+    # ``last_layer_gradients``: :class:`~mtlrec.models.blocks.experts.ExpertLayer`); else None
+    last_shared_layer: nn.Module | None = None
 
 
 class Weighting(nn.Module, ABC):

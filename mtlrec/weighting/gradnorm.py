@@ -108,6 +108,8 @@ class GradNormWeighting(LearnedWeighting):
         self.task_weights = nn.Parameter(torch.ones(n))
         # L_i(0); NaN until the task's first step. A buffer so it is checkpointed with the weights.
         self.register_buffer("initial_losses", torch.full((n,), float("nan")))
+        if self._model.last_shared_layer is not None:  # it keeps what _layer_gradients reads
+            self._model.last_shared_layer.capture_last_layer = True
         self._warned_no_shared = False
         self._last = None
 
@@ -134,7 +136,9 @@ class GradNormWeighting(LearnedWeighting):
         # ∇_W L_i for every task present in one backward pass to W (graph kept for the model's
         # backward): ``task_grads[k][i]`` is ∇_{W_k} L_i. See _task_gradients.
         stacked = torch.stack([losses[t].reshape(()) for t in present])
-        task_grads = _task_gradients(stacked, last_shared)
+        task_grads = self._layer_gradients(stacked, last_shared)
+        if task_grads is None:
+            task_grads = _task_gradients(stacked, last_shared)
         loss_vals = _acc(stacked.detach()).to(device=w_all.device, dtype=self.initial_losses.dtype)
         # Data parallel: the global batch's per-task gradients on W and losses (one all-reduce), so
         # the norms, L_i(0), the loss ratios and the weights are the same on every process.
@@ -188,6 +192,22 @@ class GradNormWeighting(LearnedWeighting):
 
         # Kept as tensors (no device sync per step); read through last_stats().
         self._last = (present, norms_t, g.detach(), target, ratio, r)
+
+    def _layer_gradients(self, stacked: Tensor, last_shared: list[Tensor]) -> list[Tensor] | None:
+        """Every task's gradient on W from the layer that holds it, when it can form them (an
+        expert layer): the tasks' gradients on its pre-activation ``z`` in one batched backward
+        (which stops at ``z``), then ``∇_W L_t = xᵀ ∂L_t/∂z`` for all t in one einsum. ``None``
+        (the caller asks autograd for W directly) for any other layer, or W partly frozen."""
+        layer = self._model.last_shared_layer
+        if layer is None:
+            return None
+        output = layer.last_layer_output()
+        if output is None or [id(p) for p in last_shared] != [id(p) for p in layer.last_layer_parameters()]:
+            return None
+        eye = torch.eye(len(stacked), dtype=stacked.dtype, device=stacked.device)
+        (grad_output,) = torch.autograd.grad(stacked, output, grad_outputs=eye, retain_graph=True,
+                                             is_grads_batched=True)
+        return layer.last_layer_gradients(grad_output)
 
     def _parameters_besides(self, last_shared: list[Tensor]) -> list[Tensor]:
         """Every trainable model parameter except W (cached: the partition never changes)."""

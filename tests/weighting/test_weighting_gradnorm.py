@@ -202,3 +202,47 @@ def test_the_batched_task_gradients_are_each_tasks_own_gradient() -> None:
         for got, want, p in zip(batched, own, params):
             assert got.shape == (3, *p.shape)
             assert torch.allclose(got[k], torch.zeros_like(p) if want is None else want, atol=1e-6)
+
+
+@pytest.mark.parametrize("units", [[6], [5, 6]])  # the last depth is the first, or a deeper one
+@pytest.mark.parametrize("inputs", ["shared", "per_expert", "per_group"])
+def test_an_expert_layer_forms_each_tasks_weight_gradient_as_autograd_does(units, inputs) -> None:
+    """GradNorm's W-gradients from the expert layer's kept input and the tasks' gradients on its
+    pre-activation equal each task's own autograd gradient on the last depth's weight and bias."""
+    from mtlrec.models.blocks.experts import ExpertLayer
+
+    torch.manual_seed(0)
+    layer = ExpertLayer(num_experts=4, in_dim=3, units=units)
+    layer.capture_last_layer = True
+    x = {"shared": torch.randn(10, 3), "per_expert": torch.randn(10, 4, 3), "per_group": torch.randn(10, 2, 3)}[inputs]
+    out = layer(x)
+    heads = [torch.randn(4, 6) for _ in range(3)]
+    losses = torch.stack([(out * head).sum((1, 2)).pow(2).mean() * (k + 1) for k, head in enumerate(heads)])
+    z = layer.last_layer_output()
+    eye = torch.eye(3)
+    (grad_z,) = torch.autograd.grad(losses, z, grad_outputs=eye, retain_graph=True, is_grads_batched=True)
+    formed = layer.last_layer_gradients(grad_z)
+    params = layer.last_layer_parameters()
+    for k in range(3):
+        own = torch.autograd.grad(losses[k], params, retain_graph=True)
+        for got, want in zip(formed, own):
+            assert got.shape[1:] == want.shape
+            assert torch.allclose(got[k], want, atol=1e-5)
+
+
+def test_gradnorm_takes_the_expert_layers_path_and_matches_autograds() -> None:
+    """On MMoE, GradNorm reads W's task gradients from the expert layer (not a batched backward
+    to W), with the same values as autograd's."""
+    from tests.conftest import build_in_process, sample_overrides
+
+    module, datamodule = build_in_process([*sample_overrides("aliccp"), "arch=mmoe", "weighting=gradnorm"])
+    weighting = module.weighting
+    assert weighting._model.last_shared_layer is module.architecture.experts
+    batch = datamodule.tables["train"][torch.arange(64)]
+    losses = module.task_losses(module.architecture(batch), batch)
+    stacked = torch.stack([losses[t] for t in weighting.task_names if t in losses])
+    last = weighting._model.last_shared_parameters
+    formed = weighting._layer_gradients(stacked, last)
+    assert formed is not None
+    for got, want in zip(formed, _task_gradients(stacked, last)):
+        assert torch.allclose(got, want, atol=1e-6)

@@ -40,3 +40,6 @@ class MixtureOfExperts(Architecture):
 
     def last_shared_parameters(self) -> list[nn.Parameter]:
         return self.experts.last_layer_parameters()
+
+    def last_shared_layer(self) -> nn.Module:
+        return self.experts
