@@ -20,7 +20,10 @@ skips W (its weight gradient is ``Σ_i w_i∇_W L_i`` from those). Because ``G_i
 ``w_i`` no second-order graph is needed. So GradNorm's floor over fixed weighting is T − 1 extra
 weight gradients of W: on MMoE with one expert layer (Census: 131 inputs, 8 × 16 experts), the
 expert layer holds most of the multiply-adds and the floor is ≈ 1.3× (``python -m
-mtlrec.bench_weightings`` prints the measured ratio).
+mtlrec.bench_weightings`` prints the measured ratio). Where the layer holding W can form the
+weight gradients itself (an expert layer, ``SharedModel.last_shared_layer``), the batched backward
+stops at that layer's pre-activation and ``∇_W L_t = xᵀ ∂L_t/∂z`` is one einsum over the kept input:
+vmap's batched backward to W expanded the input T times (measured 3× slower for that part).
 
 Positivity. The paper's update followed by renormalisation does not keep ``w_i > 0``: when one
 task's gradient norm is ~100× another's, a single (SGD-like) step ``η·‖∇_W L_i‖`` can exceed
