@@ -214,13 +214,7 @@ def run(cfg: DictConfig, output_dir: str | Path, overrides: list[str] | None = N
     if cfg.get("print_results", True) and trainer.is_global_zero:
         if transferred:
             print(transfer_summary(transferred), flush=True)
-        print(header(
-            arch=cfg.arch._target_.rsplit(".", 1)[-1], weighting=cfg.weighting._target_.rsplit(".", 1)[-1],
-            dataset=datamodule.raw.name, rows={s: len(t) for s, t in datamodule.tables.items()},
-            tasks=datamodule.schema.task_names, main_task=datamodule.schema.main_task, monitor=monitor,
-            per_task=per_task, parameters=num_parameters,
-            max_epochs=trainer.max_epochs, device=str(trainer.strategy.root_device), output_dir=str(output_dir),
-        ), flush=True)
+        print(run_header(cfg, datamodule, monitor, per_task, num_parameters, trainer, output_dir), flush=True)
 
     output_dir.mkdir(parents=True, exist_ok=True)
     resume = _resumable_checkpoint(output_dir, digest)
@@ -261,6 +255,18 @@ def run(cfg: DictConfig, output_dir: str | Path, overrides: list[str] | None = N
     if writer:
         write_json_atomic(output_dir / RESULTS_FILE, record)
     return record
+
+
+def run_header(cfg: DictConfig, datamodule, monitor: str, per_task: bool, num_parameters: int, trainer: L.Trainer,
+               output_dir: Path) -> str:
+    """What is about to be trained, on what, and where it goes (:func:`mtlrec.training.console.header`)."""
+    return header(
+        arch=cfg.arch._target_.rsplit(".", 1)[-1], weighting=cfg.weighting._target_.rsplit(".", 1)[-1],
+        dataset=datamodule.raw.name, rows={s: len(t) for s, t in datamodule.tables.items()},
+        tasks=datamodule.schema.task_names, main_task=datamodule.schema.main_task, monitor=monitor,
+        per_task=per_task, parameters=num_parameters,
+        max_epochs=trainer.max_epochs, device=str(trainer.strategy.root_device), output_dir=str(output_dir),
+    )
 
 
 def _started_record(resolved: dict, digest: str, overrides: list[str] | None, datamodule,

@@ -27,7 +27,7 @@ from omegaconf import DictConfig, OmegaConf
 from mtlrec.build import _instantiate, build_datamodule, build_module
 from mtlrec.data.messages import one_line
 from mtlrec.options import check_config
-from mtlrec.training.console import header, progress_bar_wanted
+from mtlrec.training.console import progress_bar_wanted
 from mtlrec.training.results import RESULTS_FILE, STACK_DIR, config_hash, is_complete, read_results, write_json_atomic
 from mtlrec.training.selection import CHECKPOINT_NAME
 from mtlrec.training.stacked import SeedwiseSelection, StackedSeedsModule, stacking_refusal
@@ -58,6 +58,7 @@ def run_stacked(cfg: DictConfig, output_dir: str | Path, overrides: list[str] | 
         _is_multirun,
         _started_record,
         build_logger,
+        run_header,
         set_threads,
     )
 
@@ -109,13 +110,8 @@ def run_stacked(cfg: DictConfig, output_dir: str | Path, overrides: list[str] | 
     per_task = template.taskwise_selection() is not None
     num_parameters = sum(p.numel() for p in template.architecture.parameters())
     if cfg.get("print_results", True):
-        print(header(
-            arch=cfg.arch._target_.rsplit(".", 1)[-1], weighting=cfg.weighting._target_.rsplit(".", 1)[-1],
-            dataset=datamodule.raw.name, rows={s: len(t) for s, t in datamodule.tables.items()},
-            tasks=datamodule.schema.task_names, main_task=datamodule.schema.main_task, monitor=monitor,
-            per_task=per_task, parameters=num_parameters, max_epochs=trainer.max_epochs,
-            device=str(trainer.strategy.root_device), output_dir=str(output_dir),
-        ) + f"\n{len(todo)} seeds stacked: {todo}", flush=True)
+        print(run_header(cfg, datamodule, monitor, per_task, num_parameters, trainer, output_dir)
+              + f"\n{len(todo)} seeds stacked: {todo}", flush=True)
 
     stale = read_results(output_dir)  # a job-level record of bad input, from before the config was fixed
     if stale is not None and stale.get("status") == "failed":

@@ -105,6 +105,14 @@ class StackedSeedsModule(L.LightningModule):
         self.loss_history: list[list[dict[str, float]]] = []  # per epoch, per seed: task -> mean loss
         self.validation_values: list[dict[str, float]] = []  # per seed, the last validation
 
+    def train(self, mode: bool = True) -> StackedSeedsModule:
+        """Lightning switches the module between training and evaluation; the layers' code, kept
+        outside the module tree, follows (dropout)."""
+        super().train(mode)
+        if getattr(self, "_base", None) is not None:
+            self._base.train(mode)
+        return self
+
     # -- the stacked weights -----------------------------------------------------------------
     def _weights(self) -> tuple[dict[str, Tensor], dict[str, Tensor]]:
         buffers = {name: getattr(self, f"buffer_{i}") for i, name in enumerate(self.buffer_names)}
@@ -148,7 +156,6 @@ class StackedSeedsModule(L.LightningModule):
     def training_step(self, batch: Batch, batch_idx: int) -> Tensor:
         k = len(self.seeds)
         per_seed = lambda group: {name: t.unflatten(0, (k, -1)) for name, t in group.items()}  # noqa: E731
-        self._base.train(self.training)
         params, buffers = self._weights()
         losses = self._train_step(params, buffers, per_seed(batch.features), per_seed(batch.labels),
                                   per_seed(batch.masks), batch.num_rows // k)  # task -> [K]
@@ -180,7 +187,6 @@ class StackedSeedsModule(L.LightningModule):
 
     # -- validation --------------------------------------------------------------------------
     def validation_step(self, batch: Batch, batch_idx: int) -> None:
-        self._base.train(self.training)
         params, buffers = self._weights()
         logits = self._eval_logits(params, buffers, batch)  # task -> [K, B, ...]
         for task, objective in self.template.objectives.items():

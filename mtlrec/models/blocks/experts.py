@@ -52,7 +52,7 @@ class ExpertLayer(nn.Module):
         return h
 
     def _capture(self, inputs: Tensor, pre_activation: Tensor) -> None:
-        if self.capture_last_layer and torch.is_grad_enabled():
+        if self.capture_last_layer and torch.is_grad_enabled() and not torch.compiler.is_compiling():
             self._captured = (inputs, pre_activation)
 
     def last_layer_output(self) -> Tensor | None:
@@ -64,7 +64,7 @@ class ExpertLayer(nn.Module):
         tasks' gradients on the last depth's pre-activation (``[T, B, E, out]``) and its input, kept
         by the latest forward: ∇_W L_t = Σ_b x_bᵀ g_tb per expert, one einsum for all tasks
         (vmap's batched backward expands the input T times instead, measured 3× slower)."""
-        inputs = self._captured[0]
+        inputs, self._captured = self._captured[0], None  # used once: the batch's graph is not kept past the step
         if inputs.dim() == 2:  # one input for all experts
             weight = torch.einsum("bi,tbeo->teio", inputs, grad_output)
         elif inputs.shape[1] == self.num_experts:  # one input per expert
