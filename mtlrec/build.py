@@ -21,7 +21,7 @@ from mtlrec.models.inputs.encoder import InputEncoder
 from mtlrec.training.module import MultiTaskModule
 from mtlrec.transfer.parts import freeze
 
-LOADER_OPTIONS = ("batch_size", "eval_batch_size", "num_workers", "on_device")
+LOADER_OPTIONS = ("batch_size", "eval_batch_size", "num_workers", "on_device", "batches_per_epoch")
 OUT_OF_CORE_OPTIONS = ("enabled", "cache_dir", "chunk_rows")
 
 

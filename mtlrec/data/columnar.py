@@ -253,12 +253,12 @@ class ColumnarDataModule(TabularDataModule):
     tables come from the folder; batches are formed exactly as in memory."""
 
     def __init__(self, folder: str | Path, batch_size: int = 1024, eval_batch_size: int = 16384, seed: int = 0,
-                 num_workers: int | None = None, on_device: str | bool = "auto"):
+                 num_workers: int | None = None, on_device: str | bool = "auto", batches_per_epoch: int | None = None):
         self.folder = Path(folder)
         self.manifest = json.loads((self.folder / MANIFEST).read_text())
         schema = Schema.from_dict(json.loads((self.folder / SCHEMA_FILE).read_text()))
         self.raw = _Described(self.manifest["name"], self.manifest["sources"], schema)
-        super().__init__(self.raw, batch_size, eval_batch_size, seed, num_workers, on_device)
+        super().__init__(self.raw, batch_size, eval_batch_size, seed, num_workers, on_device, batches_per_epoch)
         self.schema = schema
         self.preprocessor = Preprocessor.load(self.folder / PREPROCESSOR_FILE, schema)
 

@@ -14,7 +14,7 @@ from mtlrec.data.images import BatchTransforms
 from mtlrec.data.preprocess import Preprocessor
 from mtlrec.data.raw import SPLITS, RawDataset
 from mtlrec.data.schema import Schema, SchemaError
-from mtlrec.data.table import Batch, IndexBatchSampler, StackedIndexBatchSampler, TensorTable
+from mtlrec.data.table import Batch, IndexBatchSampler, StackedIndexBatchSampler, TensorTable, check_batches_per_epoch
 from mtlrec.training.results import write_json_atomic
 
 SCHEMA_FILE = "schema.json"
@@ -64,17 +64,19 @@ class TabularDataModule(L.LightningDataModule):
     """
 
     def __init__(self, raw: RawDataset, batch_size: int = 1024, eval_batch_size: int = 16384, seed: int = 0,
-                 num_workers: int | None = None, on_device: str | bool = "auto"):
+                 num_workers: int | None = None, on_device: str | bool = "auto", batches_per_epoch: int | None = None):
         super().__init__()
         if num_workers is not None and num_workers < 0:
             raise ValueError(f"data.loader.num_workers must be >= 0, got {num_workers}")
         if on_device not in ("auto", True, False):
             raise ValueError(f"data.loader.on_device must be auto, true or false, got {on_device!r}")
+        check_batches_per_epoch(batches_per_epoch)
         self.on_device = on_device
         self.table_device: torch.device | None = None  # set when the tables moved to the accelerator
         self.raw, self.schema = raw, raw.schema
         self.batch_size, self.eval_batch_size, self.seed = batch_size, eval_batch_size, seed
         self.num_workers = num_workers
+        self.batches_per_epoch = batches_per_epoch  # training epochs of this many batches (IndexBatchSampler)
         self.preprocessor = Preprocessor(raw.schema)
         self.tables: dict[str, TensorTable] = {}
         self.batch_transforms: dict[str, Callable] = {}
@@ -142,8 +144,10 @@ class TabularDataModule(L.LightningDataModule):
         table = self.tables[split]
         trainer = getattr(self, "trainer", None)  # data parallel: this process's share (IndexBatchSampler)
         rank, world = (trainer.global_rank, trainer.world_size) if trainer is not None else (0, 1)
+        per_epoch = self.batches_per_epoch if shuffle else None
         samplers = [IndexBatchSampler(len(table), batch_size, shuffle=shuffle, seed=seed, rank=rank, world_size=world,
-                                      device=self.table_device) for seed in (seeds or [self.seed])]
+                                      device=self.table_device, batches_per_epoch=per_epoch)
+                    for seed in (seeds or [self.seed])]
         sampler = samplers[0] if seeds is None else StackedIndexBatchSampler(samplers)
         transforms = self.train_batch_transforms if split == "train" else self.batch_transforms
         workers = self.num_workers

@@ -103,6 +103,14 @@ class TensorTable:
         return {k: int(self.masks[k].sum()) if k in self.masks else n for k in self.labels}
 
 
+def check_batches_per_epoch(value: object) -> None:
+    """``data.loader.batches_per_epoch``: null or a whole number >= 1, else one line naming it."""
+    whole = isinstance(value, int) and not isinstance(value, bool)
+    if value is not None and not (whole and value >= 1):
+        raise ValueError(f"data.loader.batches_per_epoch must be a whole number >= 1 or null (one pass over the "
+                         f"rows), got {value!r}")
+
+
 class IndexBatchSampler(Sampler):
     """Yields one index per batch: a slice of a permutation drawn anew each epoch (training), or a
     contiguous ``slice`` (evaluation).
@@ -119,21 +127,36 @@ class IndexBatchSampler(Sampler):
 
     ``device``: the permutation goes there once per epoch, so that a table on a GPU is indexed by
     indices already on it (no host-to-device copy per step).
+
+    ``batches_per_epoch`` (training only): an epoch is this many full batches instead of one pass
+    over the rows. The batches are cut from an endless stream of passes, pass ``j`` a permutation
+    that depends only on ``(seed, j)``, and epoch ``e`` takes the stream's batches ``e·N … e·N + N
+    − 1``; so every row is seen equally often over the passes, and a resumed run replays the same
+    batches. A batch that straddles two passes (or is larger than the table) can hold a row twice.
+    Why: with a few-shot training set an epoch is one or two steps, so a budget in epochs gives
+    runs with different k (or another batch size) a different number of optimizer steps, and
+    validates after every step; a fixed number of batches per epoch gives every run the same
+    steps between validations.
     """
 
     def __init__(self, num_rows: int, batch_size: int, shuffle: bool, seed: int = 0, drop_last: bool = False,
-                 rank: int = 0, world_size: int = 1, device: torch.device | str | None = None):
+                 rank: int = 0, world_size: int = 1, device: torch.device | str | None = None,
+                 batches_per_epoch: int | None = None):
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size} (option data.loader.batch_size)")
+        check_batches_per_epoch(batches_per_epoch)
+        if batches_per_epoch is not None and num_rows < 1:
+            raise ValueError("data.loader.batches_per_epoch: the training split has no rows")
         if not 0 <= rank < world_size:
             raise ValueError(f"rank {rank} is not one of {world_size} processes")
         self.num_rows, self.batch_size, self.shuffle = num_rows, batch_size, shuffle
         self.seed, self.drop_last = seed, drop_last
         self.rank, self.world_size = rank, world_size
         self.device = device  # where the training indices go (the tables' device): one copy per epoch
+        self.batches_per_epoch = int(batches_per_epoch) if batches_per_epoch is not None and shuffle else None
         self.epoch = 0
         rest = num_rows % (batch_size * world_size)
-        if shuffle and not drop_last and 0 < rest < world_size:
+        if shuffle and not drop_last and 0 < rest < world_size and self.batches_per_epoch is None:
             raise ValueError(
                 f"data.loader.batch_size={batch_size}: with {world_size} processes the last training batch of "
                 f"{num_rows} rows would hold {rest} rows, fewer than one per process; choose another batch size")
@@ -148,6 +171,8 @@ class IndexBatchSampler(Sampler):
         if not self.shuffle:
             start, stop = self._eval_rows
             return -(-(stop - start) // self.batch_size)
+        if self.batches_per_epoch is not None:
+            return self.batches_per_epoch
         full, rest = divmod(self.num_rows, self.batch_size * self.world_size)
         return full if (self.drop_last or rest == 0) else full + 1
 
@@ -157,14 +182,27 @@ class IndexBatchSampler(Sampler):
             for i in range(len(self)):
                 yield slice(start + i * self.batch_size, min(start + (i + 1) * self.batch_size, stop))
             return
-        gen = torch.Generator().manual_seed(self.seed * 100_003 + self.epoch)
-        order = torch.randperm(self.num_rows, generator=gen)  # drawn on the host: the same order on any device
+        size = self.batch_size * self.world_size
+        if self.batches_per_epoch is not None:
+            order = self._stream(self.epoch * self.batches_per_epoch * size, self.batches_per_epoch * size)
+        else:
+            order = self._permutation(self.epoch)
         if self.device is not None:
             order = order.to(self.device)
         self.epoch += 1
-        size = self.batch_size * self.world_size
         for i in range(len(self)):
             yield order[i * size : (i + 1) * size][self.rank :: self.world_size]
+
+    def _permutation(self, index: int) -> Tensor:
+        """Pass ``index``'s order, drawn on the host: the same order on any device."""
+        return torch.randperm(self.num_rows, generator=torch.Generator().manual_seed(self.seed * 100_003 + index))
+
+    def _stream(self, start: int, length: int) -> Tensor:
+        """Positions ``start … start + length − 1`` of the endless stream of passes."""
+        first, offset = divmod(start, self.num_rows)
+        last = (start + length - 1) // self.num_rows
+        passes = torch.cat([self._permutation(j) for j in range(first, last + 1)])
+        return passes[offset : offset + length]
 
 
 class StackedIndexBatchSampler(Sampler):

@@ -75,7 +75,7 @@ ABSENT_AT_DEFAULT = {"backbone": None, "data.split.val_share": None, "trainer.pr
                      "data.categories": None, "data.shots": None, "data.shots_seed": 0, "backbone.augment": None,
                      "data.domain": None, "adapt": None, "label": None,
                      "insight": {"conflict_every": 0}, "compile": False, "optimizer.fused": True,
-                     "seeds": 1}
+                     "seeds": 1, "data.loader.batches_per_epoch": None}
 
 
 def is_location_key(key: str) -> bool:

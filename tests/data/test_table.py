@@ -153,3 +153,48 @@ def test_a_batch_moves_every_tensor_to_a_device(tiny_raw) -> None:
     assert tensors and all(t.device.type == "meta" for t in tensors) and len(moved) == 8
     assert set(moved.features) == set(batch.features) and set(moved.masks) == set(batch.masks)
     assert dm.transfer_batch_to_device(batch, torch.device("cpu"), 0) is batch
+
+
+@pytest.mark.parametrize("n,bs,per_epoch,world", [(31, 32, 5, 1), (155, 32, 10, 1), (100, 64, 3, 2), (7, 3, 4, 1)])
+def test_batches_per_epoch_is_a_stream_of_passes(n: int, bs: int, per_epoch: int, world: int) -> None:
+    """An epoch of N full batches, cut from consecutive permutations: every row is seen once per
+    pass, epochs continue the stream where the previous one ended, and each process takes its
+    stride of the same global batches."""
+    samplers = [IndexBatchSampler(n, bs, shuffle=True, seed=4, rank=r, world_size=world, batches_per_epoch=per_epoch)
+                for r in range(world)]
+    epochs = 3
+    stream = []
+    for epoch in range(epochs):
+        shares = [_epoch(s, epoch) for s in samplers]
+        assert all(len(batches) == len(s) == per_epoch for batches, s in zip(shares, samplers))
+        for step in range(per_epoch):
+            parts = [shares[r][step] for r in range(world)]
+            assert all(len(p) == bs for p in parts)
+            merged = torch.empty(bs * world, dtype=torch.int64)
+            for r, part in enumerate(parts):
+                merged[r::world] = part
+            stream.append(merged)
+    stream = torch.cat(stream)
+    passes, rest = divmod(len(stream), n)
+    for j in range(passes):  # each whole pass is a permutation of the rows, its own one
+        one_pass = stream[j * n : (j + 1) * n]
+        assert torch.equal(one_pass.sort().values, torch.arange(n))
+    if passes > 1:
+        assert not torch.equal(stream[:n], stream[n : 2 * n])
+    # a fresh sampler set to epoch 2 (a resumed run) replays epoch 2 exactly
+    again = IndexBatchSampler(n, bs, shuffle=True, seed=4, rank=0, world_size=world, batches_per_epoch=per_epoch)
+    assert all(torch.equal(x, y) for x, y in zip(_epoch(again, 2), _epoch(samplers[0], 2)))
+
+
+def test_batches_per_epoch_leaves_evaluation_and_default_alone() -> None:
+    assert list(IndexBatchSampler(10, 4, shuffle=False, batches_per_epoch=7)) == [slice(0, 4), slice(4, 8), slice(8, 10)]
+    plain = IndexBatchSampler(100, 32, shuffle=True, seed=2)
+    streamed = IndexBatchSampler(100, 32, shuffle=True, seed=2, batches_per_epoch=3)
+    # the stream's first pass is epoch 0's permutation of the plain sampler
+    assert torch.equal(torch.cat(_epoch(streamed, 0)), torch.cat(_epoch(plain, 0))[:96])
+
+
+@pytest.mark.parametrize("bad", [0, -2, 2.5, True, "10"])
+def test_bad_batches_per_epoch_names_the_option(bad) -> None:
+    with pytest.raises(ValueError, match=r"data.loader.batches_per_epoch must be a whole number >= 1 or null"):
+        IndexBatchSampler(10, 4, shuffle=True, batches_per_epoch=bad)

@@ -45,7 +45,8 @@ SMOKE: dict[str, list[str]] = {
         "data.loader.batch_size=128", "insight.conflict_every=2",
     ],
     "experiments/retail_transfer/run.sh": [str(WOMENS_FIXTURE), "data.domain.labelled=10", "trainer.max_epochs=1"],
-    "experiments/grocery_transfer/run.sh": [str(GROCERY_FIXTURE), "backbone.input_size=32", "trainer.max_epochs=1"],
+    "experiments/grocery_transfer/run.sh": [str(GROCERY_FIXTURE), "backbone.input_size=32", "trainer.max_epochs=1",
+                                           "data.loader.batches_per_epoch=2"],
     "experiments/gradnorm_toy/run.py": [
         "--seeds", "2", "--steps", "20", "--eval-every", "10", "--n-train", "200", "--n-test", "100",
         "--workers", "1", "--reference-seeds", "1",
