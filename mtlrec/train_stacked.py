@@ -58,6 +58,7 @@ def run_stacked(cfg: DictConfig, output_dir: str | Path, overrides: list[str] | 
         _is_multirun,
         _started_record,
         build_logger,
+        drop_nvml_check_without_gpu,
         run_header,
         set_threads,
     )
@@ -75,6 +76,7 @@ def run_stacked(cfg: DictConfig, output_dir: str | Path, overrides: list[str] | 
         log.info("skipping: every seed in %s already holds complete results for this config", output_dir)
         return [read_results(seed_dir(output_dir, s)) for s in seeds]
     set_threads(cfg.get("torch_threads"))
+    drop_nvml_check_without_gpu()
     try:
         check_config(cfg)
         differing = [s for s in todo if resolved[s]["data"] != resolved[todo[0]]["data"]]

@@ -52,3 +52,22 @@ def test_a_number_is_taken_and_anything_else_refused_in_one_line(hydra_job) -> N
     assert torch.get_num_threads() == 1
     with pytest.raises(BadInputError, match="torch_threads='many': give a number of threads, auto or null"):
         set_threads("many")
+
+
+def test_no_nvml_lookup_per_step_without_a_gpu(monkeypatch, tmp_path) -> None:
+    """Lightning's NVML-based CUDA check costs a failed dlopen on every Adam step on a machine
+    without a GPU; a run there drops it (and keeps it where a GPU is, to protect forks)."""
+    import lightning  # noqa: F401  (it sets the variable on import)
+
+    from mtlrec.train import NVML_CHECK, drop_nvml_check_without_gpu
+
+    monkeypatch.setenv(NVML_CHECK, "1")
+    drop_nvml_check_without_gpu()
+    assert (os.environ.get(NVML_CHECK) == "1") == torch.cuda.is_available()
+    calls = []
+    monkeypatch.setattr(torch.cuda, "_raw_device_count_nvml", lambda: calls.append(1) or -1)
+    param = torch.nn.Parameter(torch.ones(3))
+    optimizer = torch.optim.Adam([param])
+    param.grad = torch.ones(3)
+    optimizer.step()
+    assert bool(calls) == torch.cuda.is_available()
