@@ -118,7 +118,9 @@ def run_stacked(cfg: DictConfig, output_dir: str | Path, overrides: list[str] | 
     stale = read_results(output_dir)  # a job-level record of bad input, from before the config was fixed
     if stale is not None and stale.get("status") == "failed":
         (output_dir / RESULTS_FILE).unlink()
-    stack_digest = config_hash({"stack": [resolved[s] for s in todo]})
+    # from the seeds' own hashes, so a key left out of them at its default (ABSENT_AT_DEFAULT) is
+    # left out of the stack's too, and a stack interrupted before such a key was added resumes
+    stack_digest = config_hash({"stack": [digests[s] for s in todo]})
     checkpoints = output_dir / STACK_DIR / "checkpoints"
     previous = output_dir / STACK_DIR / HASH_FILE
     resume = None

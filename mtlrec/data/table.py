@@ -103,6 +103,9 @@ class TensorTable:
         return {k: int(self.masks[k].sum()) if k in self.masks else n for k in self.labels}
 
 
+PASSES_PER_SEED = 100_003  # the generator seed of pass j (or epoch j) of seed s is s·100 003 + j
+
+
 def check_batches_per_epoch(value: object) -> None:
     """``data.loader.batches_per_epoch``: null or a whole number >= 1, else one line naming it."""
     whole = isinstance(value, int) and not isinstance(value, bool)
@@ -145,8 +148,6 @@ class IndexBatchSampler(Sampler):
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size} (option data.loader.batch_size)")
         check_batches_per_epoch(batches_per_epoch)
-        if batches_per_epoch is not None and num_rows < 1:
-            raise ValueError("data.loader.batches_per_epoch: the training split has no rows")
         if not 0 <= rank < world_size:
             raise ValueError(f"rank {rank} is not one of {world_size} processes")
         self.num_rows, self.batch_size, self.shuffle = num_rows, batch_size, shuffle
@@ -195,12 +196,16 @@ class IndexBatchSampler(Sampler):
 
     def _permutation(self, index: int) -> Tensor:
         """Pass ``index``'s order, drawn on the host: the same order on any device."""
-        return torch.randperm(self.num_rows, generator=torch.Generator().manual_seed(self.seed * 100_003 + index))
+        return torch.randperm(self.num_rows, generator=torch.Generator().manual_seed(self.seed * PASSES_PER_SEED + index))
 
     def _stream(self, start: int, length: int) -> Tensor:
         """Positions ``start … start + length − 1`` of the endless stream of passes."""
         first, offset = divmod(start, self.num_rows)
         last = (start + length - 1) // self.num_rows
+        if last >= PASSES_PER_SEED:  # pass PASSES_PER_SEED of seed s would be pass 0 of seed s + 1
+            raise ValueError(f"data.loader.batches_per_epoch={self.batches_per_epoch}: this run would go over its "
+                             f"{self.num_rows} training rows more than {PASSES_PER_SEED} times, into the passes of "
+                             f"the next seed; use fewer batches per epoch, fewer epochs or a smaller batch size")
         passes = torch.cat([self._permutation(j) for j in range(first, last + 1)])
         return passes[offset : offset + length]
 

@@ -198,3 +198,9 @@ def test_batches_per_epoch_leaves_evaluation_and_default_alone() -> None:
 def test_bad_batches_per_epoch_names_the_option(bad) -> None:
     with pytest.raises(ValueError, match=r"data.loader.batches_per_epoch must be a whole number >= 1 or null"):
         IndexBatchSampler(10, 4, shuffle=True, batches_per_epoch=bad)
+
+
+def test_a_stream_that_would_reach_the_next_seeds_passes_is_refused() -> None:
+    sampler = IndexBatchSampler(3, 4, shuffle=True, batches_per_epoch=80_000)
+    with pytest.raises(ValueError, match=r"batches_per_epoch=80000: .* more than 100003 times, into the passes of"):
+        _epoch(sampler, 0)  # 320,000 rows = 106,667 passes of 3 rows

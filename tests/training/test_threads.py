@@ -64,8 +64,9 @@ def test_no_nvml_lookup_per_step_without_a_gpu(monkeypatch, tmp_path) -> None:
     monkeypatch.setenv(NVML_CHECK, "1")
     drop_nvml_check_without_gpu()
     assert (os.environ.get(NVML_CHECK) == "1") == torch.cuda.is_available()
-    calls = []
-    monkeypatch.setattr(torch.cuda, "_raw_device_count_nvml", lambda: calls.append(1) or -1)
+    calls = []  # is_available() asks device_count() on the NVML path only (cached or not)
+    count = torch.cuda.device_count
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: calls.append(1) or count())
     param = torch.nn.Parameter(torch.ones(3))
     optimizer = torch.optim.Adam([param])
     param.grad = torch.ones(3)
