@@ -4,7 +4,7 @@
 # from scratch vs the source's backbone frozen / last block / full fine-tune, + L2-SP, + augmentation.
 # Usage: experiments/grocery_transfer/run.sh path/to/GroceryStoreDataset [extra Hydra overrides...]
 # Environment: SWEEP_DIR (default multirun/grocery_transfer), OUT (default this folder), SEEDS
-# (default "0 1 2"), SHOTS (default "1 5 10 all"; all: every training photo), ARMS (default all six: scratch frozen last_block full
+# (default "0 1 2"), SHOTS (default "5 10 all"; all: every training photo), ARMS (default all six: scratch frozen last_block full
 # full_l2sp full_augment), IMAGENET (torchvision's vgg16_bn-6c64b313.pth: the
 # source step then starts from ImageNet instead of random weights; nothing else changes).
 set -euo pipefail
@@ -15,7 +15,7 @@ here=$(cd "$(dirname "$0")" && pwd)
 source "$here/../paths.sh"
 experiment_paths grocery_transfer "$here"
 seeds=${SEEDS:-0 1 2}
-shots=${SHOTS:-1 5 10 all}
+shots=${SHOTS:-5 10 all}
 arms=" ${ARMS:-scratch frozen last_block full full_l2sp full_augment} "
 extra=("$@")
 
