@@ -196,7 +196,8 @@ class IndexBatchSampler(Sampler):
 
     def _permutation(self, index: int) -> Tensor:
         """Pass ``index``'s order, drawn on the host: the same order on any device."""
-        return torch.randperm(self.num_rows, generator=torch.Generator().manual_seed(self.seed * PASSES_PER_SEED + index))
+        generator = torch.Generator().manual_seed(self.seed * PASSES_PER_SEED + index)
+        return torch.randperm(self.num_rows, generator=generator)
 
     def _stream(self, start: int, length: int) -> Tensor:
         """Positions ``start … start + length − 1`` of the endless stream of passes."""

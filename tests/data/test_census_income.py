@@ -333,7 +333,8 @@ def test_hydra_config_instantiates(tmp_path: Path, monkeypatch: pytest.MonkeyPat
     (tmp_path / "census-income-kdd").symlink_to(FIXTURE, target_is_directory=True)
     monkeypatch.setenv("MTLREC_DATA_ROOT", str(tmp_path))
     cfg = OmegaConf.load(REPO / "conf" / "data" / "census_income.yaml")
-    assert OmegaConf.to_container(cfg.loader) == {"batch_size": 1024, "eval_batch_size": 16384, "batches_per_epoch": None}
+    loader = {"batch_size": 1024, "eval_batch_size": 16384, "batches_per_epoch": None}
+    assert OmegaConf.to_container(cfg.loader) == loader
     cfg.pop("loader")
     ds = instantiate(cfg)
     assert isinstance(ds, RawDataset)

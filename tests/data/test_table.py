@@ -187,7 +187,8 @@ def test_batches_per_epoch_is_a_stream_of_passes(n: int, bs: int, per_epoch: int
 
 
 def test_batches_per_epoch_leaves_evaluation_and_default_alone() -> None:
-    assert list(IndexBatchSampler(10, 4, shuffle=False, batches_per_epoch=7)) == [slice(0, 4), slice(4, 8), slice(8, 10)]
+    evaluation = IndexBatchSampler(10, 4, shuffle=False, batches_per_epoch=7)
+    assert list(evaluation) == [slice(0, 4), slice(4, 8), slice(8, 10)]
     plain = IndexBatchSampler(100, 32, shuffle=True, seed=2)
     streamed = IndexBatchSampler(100, 32, shuffle=True, seed=2, batches_per_epoch=3)
     # the stream's first pass is epoch 0's permutation of the plain sampler
