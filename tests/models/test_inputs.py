@@ -12,6 +12,7 @@ from mtlrec.data.schema import FeatureSpec, Schema, TaskSpec
 from mtlrec.data.table import Batch
 from mtlrec.models.inputs.categorical import CategoricalEmbedding
 from mtlrec.models.inputs.encoder import InputEncoder, build_encoder
+from mtlrec.models.inputs.lookup import lookup
 from mtlrec.models.inputs.numeric import NumericInput
 from mtlrec.models.inputs.token_bag import TokenBag
 
@@ -26,6 +27,30 @@ def test_categorical_embedding_is_one_fused_table() -> None:
     torch.testing.assert_close(out[1], torch.cat([W[2], W[6]]))
     with pytest.raises(ValueError, match="embedding_dim must be >= 1"):
         CategoricalEmbedding([2], embedding_dim=0)
+
+
+def test_lookup_gives_nn_embeddings_values_and_gradients() -> None:
+    """The CPU lookup's index_add backward (mtlrec.models.inputs.lookup) is the dense backward's sum:
+    repeated ids included, second order included, and under vmap (seed stacking) too."""
+    torch.manual_seed(0)
+    ids = torch.randint(0, 7, (64, 5))  # 320 lookups into 7 rows: every row repeats
+    weight = torch.randn(7, 3, requires_grad=True)
+    upstream = torch.randn(64, 5, 3)
+    (ours,) = torch.autograd.grad(lookup(weight, ids), weight, upstream)
+    (reference,) = torch.autograd.grad(torch.nn.functional.embedding(ids, weight), weight, upstream)
+    torch.testing.assert_close(ours, reference)
+    second = []  # a gradient that depends on the weight (its rows squared), differentiated again
+    for embed in (lookup, lambda w, i: torch.nn.functional.embedding(i, w)):
+        (first,) = torch.autograd.grad((embed(weight, ids) ** 2 * upstream).sum(), weight, create_graph=True)
+        second.append(torch.autograd.grad((first ** 2).sum(), weight)[0])
+    torch.testing.assert_close(*second)
+
+    stacked = torch.randn(3, 7, 3, requires_grad=True)  # 3 seeds' tables
+    per_seed = torch.func.vmap(lambda w: (lookup(w, ids) * upstream).sum())
+    (batched,) = torch.autograd.grad(per_seed(stacked).sum(), stacked)
+    for k in range(3):
+        (alone,) = torch.autograd.grad((torch.nn.functional.embedding(ids, stacked[k]) * upstream).sum(), stacked)
+        torch.testing.assert_close(batched[k], alone[k])
 
 
 @pytest.mark.parametrize("mode", ["mean", "sum", "max"])
