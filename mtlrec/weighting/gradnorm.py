@@ -12,18 +12,24 @@ The model gets the gradient of ``Σ_i w_i(t)·L_i`` (weights detached) through o
 call; the weights get ``∂L_grad/∂w_i = sign(G_i − target_i)·‖∇_W L_i‖`` and are stepped by this
 module's own optimizer (default Adam, lr 0.025), then renormalised so that ``Σ_i w_i = T``.
 
-Cost: every ``∇_W L_i`` comes from one ``torch.autograd.grad`` of the stacked losses with
-one-hot output gradients batched (``is_grads_batched``): it only traverses the graph between the
-losses and W (the task heads and the last shared layer), once for all tasks, never the rest of the
-trunk, and forms the T weight gradients of W as one batched matmul. The model's backward then
-skips W (its weight gradient is ``Σ_i w_i∇_W L_i`` from those). Because ``G_i`` is linear in
-``w_i`` no second-order graph is needed. So GradNorm's floor over fixed weighting is T − 1 extra
-weight gradients of W: on MMoE with one expert layer (Census: 131 inputs, 8 × 16 experts), the
-expert layer holds most of the multiply-adds and the floor is ≈ 1.3× (``python -m
-mtlrec.bench_weightings`` prints the measured ratio). Where the layer holding W can form the
-weight gradients itself (an expert layer, ``SharedModel.last_shared_layer``), the batched backward
-stops at that layer's pre-activation and ``∇_W L_t = xᵀ ∂L_t/∂z`` is one einsum over the kept input:
-vmap's batched backward to W expanded the input T times (measured 3× slower for that part).
+Cost. The model's backward of ``Σ_i w_i·L_i`` gives W's gradient ``Σ_i w_i∇_W L_i`` as usual. Of
+the T per-task gradients on W, T − 1 come from one ``torch.autograd.grad`` of those tasks' losses
+(for T − 1 > 1 their one-hot output gradients travel together, ``is_grads_batched``). It only
+traverses the graph between those losses and W (the task heads and the last shared layer), never
+the rest of the trunk. The last one is what remains of W's gradient:
+``∇_W L_r = (∇_W − Σ_{i≠r} w_i∇_W L_i) / w_r``, taking for r the task of largest weight (≥ 1, as
+the weights sum to T). Its rounding error relative to ``G_r`` is about float eps × ``Σ_i G_i / G_r``,
+small wherever the weighted norms are comparable, which is what GradNorm drives them to. So GradNorm
+costs T − 1 partial backwards and T − 1 extra weight gradients of W over fixed weighting. On MMoE
+with one expert layer (Census: 131 inputs, 8 × 16 experts), the expert layer holds most of the
+multiply-adds and the floor is ≈ 1.3× (``python -m mtlrec.bench_weightings`` prints the measured
+ratio). Where the layer holding W can form the weight gradients itself (an expert layer,
+``SharedModel.last_shared_layer``), the partial backward stops at that layer's pre-activation and
+``∇_W L_t = xᵀ ∂L_t/∂z`` is one einsum over the kept input: vmap's batched backward to W expanded
+the input T times (measured 3× slower for that part). Why T − 1 and not all T: on MMoE with experts
+[256, 128, 64] (torch.profiler, 1 thread, 2 tasks), the T-batched backward through the gates' mixing
+of the experts (``aten::mul`` and ``aten::sum``) cost 4.4–7.7 ms per step over fixed weighting in
+three profiles; with one task's plain backward, 0.7 ms.
 
 Positivity. The paper's update followed by renormalisation does not keep ``w_i > 0``: when one
 task's gradient norm is ~100× another's, a single (SGD-like) step ``η·‖∇_W L_i‖`` can exceed
@@ -73,10 +79,22 @@ def _task_gradients(losses: Tensor, params: list[Tensor]) -> list[Tensor]:
     over the backward), so the graph between the losses and W is walked once, not T times, and
     the T weight gradients of W are one batched matmul. A parameter a task does not reach gets
     zeros."""
-    eye = torch.eye(len(losses), dtype=losses.dtype, device=losses.device)
-    grads = torch.autograd.grad(losses, params, grad_outputs=eye, retain_graph=True, allow_unused=True,
-                                is_grads_batched=True)
+    grads = _batched_grad(losses, params)
     return [g if g is not None else p.new_zeros(len(losses), *p.shape) for p, g in zip(params, grads)]
+
+
+def _batched_grad(losses: Tensor, inputs: list[Tensor]) -> list[Tensor | None]:
+    """``autograd.grad`` of each of the T ``losses``, stacked ``[T, *x.shape]`` per input ``x``
+    (``None`` where no loss reaches it; zeros for all inputs when T = 0). For T = 1 a plain
+    backward, without the vmap that ``is_grads_batched`` costs."""
+    if len(losses) == 0:
+        return [x.new_zeros(0, *x.shape) for x in inputs]
+    if len(losses) == 1:
+        grads = torch.autograd.grad(losses[0], inputs, retain_graph=True, allow_unused=True)
+        return [None if g is None else g.unsqueeze(0) for g in grads]
+    eye = torch.eye(len(losses), dtype=losses.dtype, device=losses.device)
+    return list(torch.autograd.grad(losses, inputs, grad_outputs=eye, retain_graph=True, allow_unused=True,
+                                    is_grads_batched=True))
 
 
 class GradNormWeighting(LearnedWeighting):
@@ -136,12 +154,29 @@ class GradNormWeighting(LearnedWeighting):
             backward_fn(torch.stack([losses[t].reshape(()) for t in present]).sum())
             return
 
-        # ∇_W L_i for every task present in one backward pass to W (graph kept for the model's
-        # backward): ``task_grads[k][i]`` is ∇_{W_k} L_i. See _task_gradients.
+        index = self._index(idx, w_all.device)
+        w = w_all.index_select(0, index)
         stacked = torch.stack([losses[t].reshape(()) for t in present])
-        task_grads = self._layer_gradients(stacked, last_shared)
-        if task_grads is None:
-            task_grads = _task_gradients(stacked, last_shared)
+        w_fixed = w.detach().to(stacked.dtype)
+        # r, the task of largest weight, takes its gradient on W from the model's backward (see the
+        # module docstring); the others, ``rows``, from one partial backward before it.
+        order = torch.argsort(w_fixed, descending=True, stable=True).to(stacked.device)
+        rows, r = order[1:], order[:1]
+        before = [None if p.grad is None else p.grad.clone() for p in last_shared]
+        row_losses = stacked.index_select(0, rows)
+        row_grads = self._layer_gradients(row_losses, last_shared)
+        if row_grads is None:
+            row_grads = _task_gradients(row_losses, last_shared)
+        # Model gradient: Σ w_i(t)·L_i with the current weights held constant.
+        backward_fn((w_fixed * stacked).sum())
+        w_rows, w_r = w_fixed.index_select(0, rows), w_fixed.index_select(0, r)
+        inverse = torch.argsort(order)
+        task_grads = []  # task_grads[k][i] is ∇_{W_k} L_i, tasks in ``present`` order
+        for param, grads, old in zip(last_shared, row_grads, before):
+            with torch.no_grad():
+                total = torch.zeros_like(param) if param.grad is None else param.grad - (0 if old is None else old)
+                rest = total - torch.tensordot(w_rows.to(grads.dtype), grads, dims=1)  # w_r·∇_W L_r
+                task_grads.append(torch.cat([(rest / w_r.to(rest.dtype)).unsqueeze(0), grads]).index_select(0, inverse))
         loss_vals = _acc(stacked.detach()).to(device=w_all.device, dtype=self.initial_losses.dtype)
         # Data parallel: the global batch's per-task gradients on W and losses (one all-reduce), so
         # the norms, L_i(0), the loss ratios and the weights are the same on every process.
@@ -149,7 +184,6 @@ class GradNormWeighting(LearnedWeighting):
         norms_t = torch.stack([_acc(g.detach()).flatten(1).pow(2).sum(1) for g in task_grads]).sum(0).sqrt()
         norms_t = norms_t.to(device=w_all.device, dtype=w_all.dtype)
 
-        index = self._index(idx, w_all.device)
         # A task whose loss is exactly 0 had no labelled rows in the batch (the training module
         # returns 0·logits then): it takes no part in this step's GradNorm update. Masks, not
         # Python branches, so no device sync per step.
@@ -158,23 +192,6 @@ class GradNormWeighting(LearnedWeighting):
             init = self.initial_losses.index_select(0, index)
             init = torch.where(torch.isnan(init) & valid, loss_vals, init)  # L_i(0): first step
             self.initial_losses.index_copy_(0, index, init)
-
-        w = w_all.index_select(0, index)
-
-        # Model gradient: Σ w_i(t)·L_i with the current weights held constant. W's part is
-        # Σ w_i·∇_W L_i from the per-task gradients already in hand, so the backward pass skips W
-        # (its weight-gradient matmul is the costly one): GradNorm then costs about one extra
-        # W-gradient per task beyond the first, not one per task.
-        w_fixed = w.detach().to(stacked.dtype)
-        others = self._parameters_besides(last_shared)
-        if not others:
-            backward_fn((w_fixed * stacked).sum())
-        else:
-            backward_fn((w_fixed * stacked).sum(), inputs=others)
-            with torch.no_grad():
-                for param, grads in zip(last_shared, task_grads):
-                    total = torch.tensordot(w_fixed.to(grads.dtype), grads, dims=1).to(param.dtype)  # Σ_i w_i∇_W L_i
-                    param.grad = total if param.grad is None else param.grad + total
 
         # GradNorm loss on the weights (targets constant), over the valid tasks.
         vf = valid.to(w.dtype)
@@ -207,20 +224,10 @@ class GradNormWeighting(LearnedWeighting):
         output = layer.last_layer_output()
         if output is None or [id(p) for p in last_shared] != [id(p) for p in layer.last_layer_parameters()]:
             return None
-        eye = torch.eye(len(stacked), dtype=stacked.dtype, device=stacked.device)
-        (grad_output,) = torch.autograd.grad(stacked, output, grad_outputs=eye, retain_graph=True,
-                                             is_grads_batched=True)
+        (grad_output,) = _batched_grad(stacked, [output])
+        if grad_output is None:  # no task in ``stacked`` reaches W
+            grad_output = output.new_zeros(len(stacked), *output.shape)
         return layer.last_layer_gradients(grad_output)
-
-    def _parameters_besides(self, last_shared: list[Tensor]) -> list[Tensor]:
-        """Every trainable model parameter except W (cached: the partition never changes)."""
-        key = tuple(id(p) for p in last_shared)
-        if getattr(self, "_others_key", None) != key:
-            skip = set(key)
-            params = self._model.shared_parameters + self._model.task_parameters
-            self._others = [p for p in params if p.requires_grad and id(p) not in skip]
-            self._others_key = key
-        return self._others
 
     def last_stats(self) -> dict[str, dict[str, float]]:
         """Per task of the last step: ‖∇_W L_i‖, G_i, target_i, L̃_i and r_i (for tests/plots)."""

@@ -246,3 +246,58 @@ def test_gradnorm_takes_the_expert_layers_path_and_matches_autograds() -> None:
     assert formed is not None
     for got, want in zip(formed, _task_gradients(stacked, last)):
         assert torch.allclose(got, want, atol=1e-6)
+
+
+def _own_norms_and_sum(losses: dict, params: list, weights: list[float]) -> tuple[list[float], list]:
+    """Each task's ‖∇_W L_i‖ from its own autograd.grad, and Σ_i w_i∇_p L_i for every p."""
+    norms, total = [], [torch.zeros_like(p) for p in params]
+    for w, loss in zip(weights, losses.values()):
+        grads = torch.autograd.grad(loss, params, retain_graph=True)
+        norms.append(float(torch.sqrt(sum(g.pow(2).sum() for g in grads))))
+        total = [t + w * g for t, g in zip(total, grads)]
+    return norms, total
+
+
+@pytest.mark.parametrize("weights", [[0.5, 2.0, 0.5], [2.2, 0.3, 0.5], [0.3, 2.0, 0.7]])
+def test_each_tasks_gradient_norm_is_its_own_whichever_task_has_the_largest_weight(weights) -> None:
+    """Three tasks, unequal weights: one task's gradient on W is what remains of the model's (the
+    task of largest weight), the others' come from the partial backward; every norm and the model's
+    W-gradient equal each task's own autograd gradient."""
+    torch.manual_seed(0)
+    trunk, heads = nn.Linear(4, 5).double(), [nn.Linear(5, 1).double() for _ in range(3)]
+    names = ["a", "b", "c"]
+    gn = GradNormWeighting(optimizer=lambda p: torch.optim.SGD(p, lr=0.0))
+    gn.setup(names, SharedModel(list(trunk.parameters()), list(trunk.parameters()),
+                                [p for h in heads for p in h.parameters()]), {})
+    gn.double()
+    with torch.no_grad():
+        gn.task_weights.copy_(torch.tensor(weights, dtype=torch.float64))
+    x = torch.randn(16, 4, dtype=torch.float64)
+    losses = {t: (h(torch.tanh(trunk(x))) - k).pow(2).mean() for k, (t, h) in enumerate(zip(names, heads))}
+    params = list(trunk.parameters())
+    norms, total = _own_norms_and_sum(losses, params, weights)
+    gn.backward(losses, CountingBackward())
+    stats = gn.last_stats()
+    np.testing.assert_allclose([stats[t]["grad_norm"] for t in names], norms, rtol=1e-9)
+    for p, want in zip(params, total):
+        np.testing.assert_allclose(p.grad.numpy(), want.numpy(), rtol=1e-9, atol=1e-12)
+
+
+def test_gradnorm_on_mmoe_gives_each_tasks_own_norm_with_unequal_weights() -> None:
+    """The expert layer's path with the task of largest weight second: float32 norms within 1e-4 of
+    each task's own autograd norm on the last expert depth."""
+    from tests.conftest import build_in_process
+
+    module, datamodule = build_in_process(["arch=mmoe", "weighting=gradnorm", "data.num_train=200"])
+    gn = module.weighting
+    with torch.no_grad():
+        gn.task_weights.copy_(torch.tensor([0.4, 1.6]))
+    batch = datamodule.tables["train"][torch.arange(64)]
+    losses = module.task_losses(module.architecture(batch), batch)
+    params = list(gn._model.last_shared_parameters)
+    norms, total = _own_norms_and_sum(losses, params, [0.4, 1.6])
+    gn.backward(losses, CountingBackward())
+    stats = gn.last_stats()
+    np.testing.assert_allclose([stats[t]["grad_norm"] for t in gn.task_names], norms, rtol=1e-4)
+    for p, want in zip(params, total):
+        assert torch.allclose(p.grad, want, rtol=1e-4, atol=1e-7)
