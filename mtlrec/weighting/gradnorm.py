@@ -155,9 +155,9 @@ class GradNormWeighting(LearnedWeighting):
             return
 
         index = self._index(idx, w_all.device)
-        w = w_all.index_select(0, index)
+        w = w_all.detach().index_select(0, index)
         stacked = torch.stack([losses[t].reshape(()) for t in present])
-        w_fixed = w.detach().to(stacked.dtype)
+        w_fixed = w.to(stacked.dtype)
         # r, the task of largest weight, takes its gradient on W from the model's backward (see the
         # module docstring); the others, ``rows``, from one partial backward before it.
         order = torch.argsort(w_fixed, descending=True, stable=True).to(stacked.device)
@@ -193,25 +193,27 @@ class GradNormWeighting(LearnedWeighting):
             init = torch.where(torch.isnan(init) & valid, loss_vals, init)  # L_i(0): first step
             self.initial_losses.index_copy_(0, index, init)
 
-        # GradNorm loss on the weights (targets constant), over the valid tasks.
-        vf = valid.to(w.dtype)
-        n_valid = vf.sum().clamp_min(1.0)
-        g = w * norms_t  # G_i = w_i‖∇_W L_i‖  (w_i > 0)
+        # GradNorm loss on the weights, Σ_i |G_i − target_i| over the valid tasks, targets constant.
+        # Its gradient has a closed form, ∂/∂w_i = sign(G_i − target_i)·‖∇_W L_i‖ (torch's |x|'
+        # at 0 is 0 too), so the weights' optimizer steps on it with no autograd pass.
         with torch.no_grad():
+            vf = valid.to(w.dtype)
+            n_valid = vf.sum().clamp_min(1.0)
+            g = w * norms_t  # G_i = w_i‖∇_W L_i‖  (w_i > 0)
             safe_init = torch.where(valid, init, torch.ones_like(init))
             ratio = torch.where(valid, loss_vals / safe_init, torch.zeros_like(loss_vals))  # L̃_i
             r = ratio / ((ratio * vf).sum() / n_valid).clamp_min(torch.finfo(ratio.dtype).tiny)
             g_bar = (g * vf).sum() / n_valid
             target = g_bar * r.pow(self.alpha)
-        l_grad = ((g - target).abs() * vf).sum()
+            grad = torch.zeros_like(w_all).index_add_(0, index, torch.sign(g - target) * norms_t * vf)
 
-        self._step_learned(l_grad)
+        self._step_with_gradients([grad])
         with torch.no_grad():
             w_all.clamp_(min=self.min_weight)
             w_all.mul_(len(self.task_names) / w_all.sum())
 
         # Kept as tensors (no device sync per step); read through last_stats().
-        self._last = (present, norms_t, g.detach(), target, ratio, r)
+        self._last = (present, norms_t, g, target, ratio, r)
 
     def _layer_gradients(self, stacked: Tensor, last_shared: list[Tensor]) -> list[Tensor] | None:
         """Every task's gradient on W from the layer that holds it, when it can form them (an

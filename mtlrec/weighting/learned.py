@@ -83,6 +83,15 @@ class LearnedWeighting(Weighting):
         objective.backward(inputs=self._learned_parameters())
         self._opt.step()
 
+    def _step_with_gradients(self, gradients: list[Tensor]) -> None:
+        """One optimizer step of the learned parameters with their gradients given: for an
+        objective whose gradient has a closed form, which then needs no autograd pass."""
+        if self._opt is None:
+            self._opt = self._make_optimizer()
+        for param, grad in zip(self._learned_parameters(), gradients, strict=True):
+            param.grad = grad.to(param.dtype)
+        self._opt.step()
+
     # The weights' optimizer state travels with the module's state_dict (checkpoint resume).
     def get_extra_state(self) -> dict:
         opt = self._opt.state_dict() if self._opt is not None else self._pending_opt_state
