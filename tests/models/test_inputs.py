@@ -45,12 +45,22 @@ def test_lookup_gives_nn_embeddings_values_and_gradients() -> None:
         second.append(torch.autograd.grad((first ** 2).sum(), weight)[0])
     torch.testing.assert_close(*second)
 
-    stacked = torch.randn(3, 7, 3, requires_grad=True)  # 3 seeds' tables
-    per_seed = torch.func.vmap(lambda w: (lookup(w, ids) * upstream).sum())
-    (batched,) = torch.autograd.grad(per_seed(stacked).sum(), stacked)
-    for k in range(3):
-        (alone,) = torch.autograd.grad((torch.nn.functional.embedding(ids, stacked[k]) * upstream).sum(), stacked)
-        torch.testing.assert_close(batched[k], alone[k])
+    # under vmap (lookup's own rule: one lookup into the seeds' tables side by side): 3 seeds'
+    # tables with the same ids, with their own ids, and one table with 3 seeds' ids
+    stacked = torch.randn(3, 7, 3, requires_grad=True)
+    seed_ids = torch.randint(0, 7, (3, 64, 5))
+    embedding = torch.nn.functional.embedding
+    cases = [((stacked, ids), (0, None), lambda k: (ids, stacked[k])),
+             ((stacked, seed_ids), (0, 0), lambda k: (seed_ids[k], stacked[k])),
+             ((weight, seed_ids), (None, 0), lambda k: (seed_ids[k], weight))]
+    for args, in_dims, alone_args in cases:
+        table = args[0]
+        rows = torch.func.vmap(lookup, in_dims=in_dims)(*args)
+        (batched,) = torch.autograd.grad((rows * upstream).sum(), table)
+        reference = torch.stack([embedding(*alone_args(k)) for k in range(3)])
+        torch.testing.assert_close(rows, reference)
+        (alone,) = torch.autograd.grad((reference * upstream).sum(), table)
+        torch.testing.assert_close(batched, alone)
 
 
 @pytest.mark.parametrize("mode", ["mean", "sum", "max"])
