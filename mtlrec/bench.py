@@ -17,7 +17,10 @@ clock around its epochs), the ratio of training time to the hand-written loop's,
 * ``mtlrec-train compile=true``: the same with the training forward through ``torch.compile``
   (:mod:`mtlrec.training.compiled`); its first epoch, which compiles, is not timed.
 * ``hand-written loop``: :mod:`mtlrec.bench_handwritten` (stacked weights, one gather per batch,
-  no DataLoader, none of mtlrec's model or training code).
+  no DataLoader, none of mtlrec's model or training code). The ratios are to its time.
+* ``hand-written loop, index_add embedding backward``: the same loop with the embedding gradient
+  as one ``index_add`` (``--scatter-embedding``), the CPU trick of mtlrec's lookup: mtlrec beside
+  a loop that has it too.
 * DeepCTR-Torch and torch-rechub: listed as "not installed" unless importable; no adapter is
   shipped yet (they could not be installed or checked here, without internet).
 """
@@ -66,18 +69,23 @@ def mtlrec_train(root: str, threads: int, epochs: int, extra: Sequence[str] = ()
             "peak_rss_mib": rss, "test_auc": {t: m["auc"] for t, m in record["metrics"]["test"].items()}}
 
 
-def handwritten(root: str, threads: int, epochs: int) -> dict:
+def handwritten(root: str, threads: int, epochs: int, extra: Sequence[str] = ()) -> dict:
     out, rss = _run([sys.executable, "-m", "mtlrec.bench_handwritten", "--root", root, "--threads", str(threads),
-                     "--epochs", str(epochs)], threads)
+                     "--epochs", str(epochs), *extra], threads)
     result = json.loads(out.strip().splitlines()[-1])
     return {**result, "peak_rss_mib": rss}
+
+
+def handwritten_scatter(root: str, threads: int, epochs: int) -> dict:
+    return handwritten(root, threads, epochs, ["--scatter-embedding"])
 
 
 def mtlrec_compiled(root: str, threads: int, epochs: int) -> dict:
     return mtlrec_train(root, threads, epochs, ["compile=true"])
 
 
-SYSTEMS = {"hand-written loop": handwritten, "mtlrec-train": mtlrec_train, "mtlrec-train compile=true": mtlrec_compiled}
+SYSTEMS = {"hand-written loop": handwritten, "hand-written loop, index_add embedding backward": handwritten_scatter,
+           "mtlrec-train": mtlrec_train, "mtlrec-train compile=true": mtlrec_compiled}
 
 
 def compare(root: str, threads: Sequence[int], repeats: int, epochs: int = 5,

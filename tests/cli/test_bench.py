@@ -63,7 +63,7 @@ def test_systems_bench_runs_mtlrec_and_the_hand_written_loop_side_by_side() -> N
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
     rows = {line.split(" | ")[1]: line.split(" | ") for line in proc.stdout.splitlines() if line.startswith("| 1 |")}
-    assert set(rows) == {"hand-written loop", "mtlrec-train"}
+    assert set(rows) == {"hand-written loop", "hand-written loop, index_add embedding backward", "mtlrec-train"}
     assert rows["hand-written loop"][3] == "1.00"  # the yardstick's own ratio
     assert float(rows["mtlrec-train"][3]) > 0 and float(rows["mtlrec-train"][4].replace(",", "")) > 100  # RSS MiB
     assert "| – | DeepCTR-Torch |" in proc.stdout
@@ -98,3 +98,15 @@ def test_seeds_bench_runs_one_seed_separate_runs_and_the_stack_side_by_side() ->
     stacked, separate = (float(rows[k][6].rstrip(" |")) for k in ("2 seeds stacked (seeds=2)", "2 runs of their own"))
     assert abs(stacked - separate) < 2e-3
     assert "stacked / separate: wall" in proc.stdout
+
+
+def test_the_loops_index_add_embedding_has_nn_embeddings_gradient() -> None:
+    import torch
+
+    from mtlrec.bench_handwritten import ScatterEmbedding
+
+    torch.manual_seed(0)
+    table, ids, upstream = torch.randn(9, 4, requires_grad=True), torch.randint(0, 9, (32, 6)), torch.randn(32, 6, 4)
+    (ours,) = torch.autograd.grad((ScatterEmbedding.apply(table, ids) * upstream).sum(), table)
+    (reference,) = torch.autograd.grad((torch.nn.functional.embedding(ids, table) * upstream).sum(), table)
+    torch.testing.assert_close(ours, reference)
