@@ -14,15 +14,17 @@ def test_bench_prints_both_sides_and_their_ratio() -> None:
     proc = subprocess.run(
         [sys.executable, "-m", "mtlrec.bench_weightings", "--data", "womens_reviews", "--root",
          "tests/fixtures/womens_reviews",
-         "--epochs", "2", "--repeats", "1", "--weightings", "fixed"],
+         "--epochs", "2", "--repeats", "1", "--weightings", "fixed,gradnorm"],
         cwd=REPO, capture_output=True, text=True, timeout=300,
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
     out = proc.stdout
     assert "mmoe on womens_reviews: 318 training rows" in out
     rows = {line.split("  ")[0]: line.split() for line in out.splitlines() if line.startswith(("bare", "mtlrec"))}
-    assert set(rows) == {"bare PyTorch loop", "mtlrec weighting=fixed"}
+    assert set(rows) == {"bare PyTorch loop", "bare loop + GradNorm's floor", "mtlrec weighting=fixed",
+                         "mtlrec weighting=gradnorm"}
     assert rows["bare PyTorch loop"][-2] == "1.00"  # × bare of the bare loop itself
+    assert "GradNorm's floor (the bare loop + T - 1 gradients on the last shared layer):" in out
 
 
 def test_image_bench_prints_cold_and_warm_runs_and_the_epoch_ratio() -> None:
