@@ -99,8 +99,8 @@ def compare(root: str, threads: Sequence[int], repeats: int, epochs: int = 5,
 
 
 def table(samples: dict, repeats: int, epochs: int = 5) -> str:
-    lines = ["| threads | system | samples/s | time × hand-written loop | peak RSS MiB | test AUC income / marital |",
-             "|--:|:--|--:|--:|--:|:--|"]
+    lines = ["| threads | system | samples/s | time × hand-written loop | peak RSS MiB | test AUC income / marital "
+             "| × loop, range over repeats |", "|--:|:--|--:|--:|--:|:--|:--|"]
     for n in sorted({k[0] for k in samples}):
         # time per training sample (validation excluded on every side), as a ratio to the loop's
         speeds = {name: statistics.median(r["samples_per_second"] for r in runs) for (t, name), runs in samples.items()
@@ -113,10 +113,15 @@ def table(samples: dict, repeats: int, epochs: int = 5) -> str:
             auc = {task: statistics.median(r["test_auc"][task] for r in runs) for task in runs[0]["test_auc"]}
             ratio = speeds["hand-written loop"] / speed
             income, marital = (auc.get(t, float("nan")) for t in ("income", "marital"))
-            lines.append(f"| {n} | {name} | {speed:,.0f} | {ratio:.2f} | {rss:,.0f} | {income:.4f} / {marital:.4f} |")
+            # each repeat's ratio to the loop of the same repeat: how far the machine's noise moves it
+            loop = samples[(n, "hand-written loop")]
+            pairs = [a["samples_per_second"] / b["samples_per_second"] for a, b in zip(loop, runs)]
+            spread = f"{min(pairs):.2f}–{max(pairs):.2f}"
+            lines.append(f"| {n} | {name} | {speed:,.0f} | {ratio:.2f} | {rss:,.0f} | {income:.4f} / {marital:.4f} "
+                         f"| {spread} |")
     for peer, module in PEERS.items():
         state = "installed, but no adapter is shipped yet" if importlib.util.find_spec(module) else "not installed"
-        lines.append(f"| – | {peer} | {state} | | | |")
+        lines.append(f"| – | {peer} | {state} | | | | |")
     return "\n".join(lines) + (f"\n\nMedians over {repeats} interleaved repeat(s); {epochs} epochs each, all timed "
                                "but the compiled run's first (its compilation), left out of its samples/s and ratio.")
 
