@@ -61,10 +61,12 @@ class Weighting(nn.Module, ABC):
     work at the representation level read it.
     """
 
-    # True for schemes that write ``.grad`` themselves, outside ``backward_fn`` (GradNorm's last
-    # shared layer, the aggregators' shared parameters): those gradients never pass through fp16's
-    # loss scaling (the scaler then divides them by its scale: the parameters barely move) nor
-    # through a multi-device strategy's all-reduce. Under data parallelism the training module then
+    # True for schemes that take gradients outside ``backward_fn`` (GradNorm's per-task gradients
+    # on its last shared layer, which it combines with the model's own gradient read back from
+    # ``.grad``; the aggregators write the shared parameters' ``.grad``): those gradients never pass
+    # through fp16's loss scaling (the scaler would divide what they write by its scale, and the
+    # scale would be in what they read) nor through a multi-device strategy's all-reduce (what
+    # they read must be this process's own). Under data parallelism the training module then
     # turns DDP's all-reduce off for the step and averages every gradient itself afterwards
     # (:func:`mtlrec.training.collective.average_gradients`); the scheme makes its own decisions on
     # global quantities (:meth:`_global`), so they are the same on every process.

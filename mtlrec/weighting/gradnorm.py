@@ -17,10 +17,13 @@ the T per-task gradients on W, T − 1 come from one ``torch.autograd.grad`` of 
 (for T − 1 > 1 their one-hot output gradients travel together, ``is_grads_batched``). It only
 traverses the graph between those losses and W (the task heads and the last shared layer), never
 the rest of the trunk. The last one is what remains of W's gradient:
-``∇_W L_r = (∇_W − Σ_{i≠r} w_i∇_W L_i) / w_r``, taking for r the task of largest weight (≥ 1, as
-the weights sum to T). Its rounding error relative to ``G_r`` is about float eps × ``Σ_i G_i / G_r``,
-small wherever the weighted norms are comparable, which is what GradNorm drives them to. So GradNorm
-costs T − 1 partial backwards and T − 1 extra weight gradients of W over fixed weighting.
+``∇_W L_r = (∇_W − Σ_{i≠r} w_i∇_W L_i) / w_r``, taking for r the task of largest weight among those
+with a non-zero loss (with every task present, w_r ≥ 1, as the weights sum to T). In float32 its
+rounding error relative to ``G_r`` is about float eps × ``Σ_i G_i / G_r``, small wherever the
+weighted norms are comparable, which is what GradNorm drives them to. Under autocast or with
+half-precision gradients that error would be bf16's, so there all T gradients come from the partial
+backward. So GradNorm costs one partial backward of T − 1 tasks and T − 1 extra weight gradients of
+W over fixed weighting.
 ``python -m mtlrec.bench_weightings`` measures that floor (a bare loop plus one ``autograd.grad``
 on W per task but one) beside GradNorm. On the small Census MMoE (131 inputs, 8 × 16 experts,
 a ~6 ms step) the floor was 1.08× the bare loop and GradNorm 1.34× fixed weighting: the rest is
@@ -77,10 +80,10 @@ def _acc(t: Tensor) -> Tensor:
 
 
 def _task_gradients(losses: Tensor, params: list[Tensor]) -> list[Tensor]:
-    """``[∇_p L_1, …, ∇_p L_T]`` stacked, ``[T, *p.shape]``, for each ``p`` in ``params``, from one
-    backward pass: the T one-hot output gradients travel together (``is_grads_batched``, a vmap
-    over the backward), so the graph between the losses and W is walked once, not T times, and
-    the T weight gradients of W are one batched matmul. A parameter a task does not reach gets
+    """``[∇_p L_1, …, ∇_p L_n]`` of the n given losses stacked, ``[n, *p.shape]``, for each ``p`` in
+    ``params``, from one backward pass: the n one-hot output gradients travel together (``is_grads_batched``, a vmap
+    over the backward), so the graph between the losses and W is walked once, not n times, and
+    the n weight gradients of W are one batched matmul. A parameter a task does not reach gets
     zeros."""
     grads = _batched_grad(losses, params)
     return [g if g is not None else p.new_zeros(len(losses), *p.shape) for p, g in zip(params, grads)]
@@ -98,6 +101,14 @@ def _batched_grad(losses: Tensor, inputs: list[Tensor]) -> list[Tensor | None]:
     eye = torch.eye(len(losses), dtype=losses.dtype, device=losses.device)
     return list(torch.autograd.grad(losses, inputs, grad_outputs=eye, retain_graph=True, allow_unused=True,
                                     is_grads_batched=True))
+
+
+def _full_precision(losses: Tensor, params: list[Tensor]) -> bool:
+    """Whether the losses and W are float32/64 and no autocast is on for their device: where the
+    remainder's subtraction is accurate (its error is then float eps × Σ_i G_i / G_r)."""
+    full = (torch.float32, torch.float64)
+    return (losses.dtype in full and all(p.dtype in full for p in params)
+            and not torch.is_autocast_enabled(losses.device.type))
 
 
 class GradNormWeighting(LearnedWeighting):
@@ -161,25 +172,27 @@ class GradNormWeighting(LearnedWeighting):
         w = w_all.detach().index_select(0, index)
         stacked = torch.stack([losses[t].reshape(()) for t in present])
         w_fixed = w.to(stacked.dtype)
-        # r, the task of largest weight, takes its gradient on W from the model's backward (see the
-        # module docstring); the others, ``rows``, from one partial backward before it.
-        order = torch.argsort(w_fixed, descending=True, stable=True).to(stacked.device)
-        rows, r = order[1:], order[:1]
-        before = [None if p.grad is None else p.grad.clone() for p in last_shared]
+        # ``largest``, the task of largest weight among those with a loss, takes its gradient on W
+        # from what remains of the model's (see the module docstring); the others, ``rows``, come
+        # from one partial backward before it. In reduced precision (autocast, half-precision
+        # gradients) that remainder would carry the others' rounding: all T come from the pass.
+        remainder = _full_precision(stacked, last_shared)
+        if remainder:
+            key = w_fixed * (stacked.detach() != 0)  # a task without labelled rows is never the remainder
+            order = torch.argsort(key, descending=True, stable=True).to(stacked.device)
+            rows, largest = order[1:], order[0]
+        else:
+            rows = torch.arange(len(present), device=stacked.device)
+        before = [None if p.grad is None else p.grad.clone() for p in last_shared] if remainder else []
         row_losses = stacked.index_select(0, rows)
         row_grads = self._layer_gradients(row_losses, last_shared)
         if row_grads is None:
             row_grads = _task_gradients(row_losses, last_shared)
         # Model gradient: Σ w_i(t)·L_i with the current weights held constant.
         backward_fn((w_fixed * stacked).sum())
-        w_rows, w_r = w_fixed.index_select(0, rows), w_fixed.index_select(0, r)
-        inverse = torch.argsort(order)
-        task_grads = []  # task_grads[k][i] is ∇_{W_k} L_i, tasks in ``present`` order
-        for param, grads, old in zip(last_shared, row_grads, before):
-            with torch.no_grad():
-                total = torch.zeros_like(param) if param.grad is None else param.grad - (0 if old is None else old)
-                rest = total - torch.tensordot(w_rows.to(grads.dtype), grads, dims=1)  # w_r·∇_W L_r
-                task_grads.append(torch.cat([(rest / w_r.to(rest.dtype)).unsqueeze(0), grads]).index_select(0, inverse))
+        task_grads = row_grads  # task_grads[k][i] is ∇_{W_k} L_i, tasks in ``present`` order
+        if remainder:
+            task_grads = self._with_remainder(last_shared, row_grads, before, w_fixed, order, rows, largest)
         loss_vals = _acc(stacked.detach()).to(device=w_all.device, dtype=self.initial_losses.dtype)
         # Data parallel: the global batch's per-task gradients on W and losses (one all-reduce), so
         # the norms, L_i(0), the loss ratios and the weights are the same on every process.
@@ -218,9 +231,25 @@ class GradNormWeighting(LearnedWeighting):
         # Kept as tensors (no device sync per step); read through last_stats().
         self._last = (present, norms_t, g, target, ratio, r)
 
+    @staticmethod
+    def _with_remainder(last_shared: list[Tensor], row_grads: list[Tensor], before: list[Tensor | None],
+                        w: Tensor, order: Tensor, rows: Tensor, largest: Tensor) -> list[Tensor]:
+        """Every task's gradient on each W, ``[T, *W.shape]`` in task order: the ``rows`` tasks'
+        from the partial backward, the ``largest`` task's as ``(∇_W − Σ_rows w_i∇_W L_i) / w_largest``
+        from the model's gradient on W (what the backward added to ``.grad``)."""
+        w_rows, inverse = w.index_select(0, rows), torch.argsort(order)
+        task_grads = []
+        with torch.no_grad():
+            for param, grads, old in zip(last_shared, row_grads, before):
+                total = torch.zeros_like(param) if param.grad is None else param.grad - (0 if old is None else old)
+                rest = total - torch.tensordot(w_rows.to(grads.dtype), grads, dims=1)  # w_largest·∇_W L_largest
+                own = (rest / w[largest].to(rest.dtype)).unsqueeze(0)
+                task_grads.append(torch.cat([own, grads]).index_select(0, inverse))
+        return task_grads
+
     def _layer_gradients(self, stacked: Tensor, last_shared: list[Tensor]) -> list[Tensor] | None:
-        """Every task's gradient on W from the layer that holds it, when it can form them (an
-        expert layer): the tasks' gradients on its pre-activation ``z`` in one batched backward
+        """The given losses' gradients on W from the layer that holds it, when it can form them (an
+        expert layer): their gradients on its pre-activation ``z`` in one batched backward
         (which stops at ``z``), then ``∇_W L_t = xᵀ ∂L_t/∂z`` for all t in one einsum. ``None``
         (the caller asks autograd for W directly) for any other layer, or W partly frozen."""
         layer = self._model.last_shared_layer

@@ -56,6 +56,7 @@ def test_lookup_gives_nn_embeddings_values_and_gradients() -> None:
     for args, in_dims, alone_args in cases:
         table = args[0]
         rows = torch.func.vmap(lookup, in_dims=in_dims)(*args)
+        assert type(rows.grad_fn).__name__ == "_IndexAddLookupBackward"  # its own rule, not F.embedding's
         (batched,) = torch.autograd.grad((rows * upstream).sum(), table)
         reference = torch.stack([embedding(*alone_args(k)) for k in range(3)])
         torch.testing.assert_close(rows, reference)

@@ -301,3 +301,55 @@ def test_gradnorm_on_mmoe_gives_each_tasks_own_norm_with_unequal_weights() -> No
     np.testing.assert_allclose([stats[t]["grad_norm"] for t in gn.task_names], norms, rtol=1e-4)
     for p, want in zip(params, total):
         assert torch.allclose(p.grad, want, rtol=1e-4, atol=1e-7)
+
+
+def _three_task_problem(dtype, scales=(1.0, 1.0, 1.0)):
+    torch.manual_seed(0)
+    trunk, heads = nn.Linear(4, 5).to(dtype), [nn.Linear(5, 1).to(dtype) for _ in range(3)]
+    shared = SharedModel(list(trunk.parameters()), list(trunk.parameters()), [p for h in heads for p in h.parameters()])
+    x = torch.randn(16, 4, dtype=dtype)
+
+    def losses():
+        return {t: s * (h(torch.tanh(trunk(x))) - k).pow(2).mean()
+                for k, (t, h, s) in enumerate(zip("abc", heads, scales))}
+    return shared, list(trunk.parameters()), losses
+
+
+def test_a_task_without_labelled_rows_is_never_the_remainder() -> None:
+    """The task of largest weight has a zero loss (no labelled rows): its norm is exactly 0, as it
+    is from the partial backward, not a remainder's rounding residue; the others are their own."""
+    shared, params, make = _three_task_problem(torch.float64, scales=(0.0, 1.0, 1.0))
+    gn = GradNormWeighting(optimizer=lambda p: torch.optim.SGD(p, lr=0.0))
+    gn.setup(list("abc"), shared, {})
+    gn.double()
+    with torch.no_grad():
+        gn.task_weights.copy_(torch.tensor([2.2, 0.3, 0.5], dtype=torch.float64))
+    losses = make()
+    norms, _ = _own_norms_and_sum(losses, params, [2.2, 0.3, 0.5])
+    gn.backward(losses, CountingBackward())
+    stats = gn.last_stats()
+    assert stats["a"]["grad_norm"] == 0.0
+    np.testing.assert_allclose([stats[t]["grad_norm"] for t in "bc"], norms[1:], rtol=1e-9)
+
+
+@pytest.mark.parametrize("autocast", [False, True])
+def test_under_autocast_every_norm_comes_from_the_partial_backward(autocast, monkeypatch) -> None:
+    """bf16 autocast: a remainder would carry the other tasks' bf16 rounding, scaled by how much
+    larger their weighted norms are, so there every task's gradient comes from the partial backward
+    (and is its own, to bf16's precision); in float32 one task's is the remainder."""
+    shared, params, make = _three_task_problem(torch.float32, scales=(0.01, 1.0, 1.0))
+    gn = GradNormWeighting(optimizer=lambda p: torch.optim.SGD(p, lr=0.0))
+    gn.setup(list("abc"), shared, {})
+    with torch.no_grad():
+        gn.task_weights.copy_(torch.tensor([2.0, 0.5, 0.5]))
+    remainders = []
+    original = GradNormWeighting._with_remainder
+    monkeypatch.setattr(GradNormWeighting, "_with_remainder",
+                        staticmethod(lambda *a: remainders.append(1) or original(*a)))
+    with torch.autocast("cpu", dtype=torch.bfloat16, enabled=autocast):
+        losses = make()
+        norms, _ = _own_norms_and_sum(losses, params, [2.0, 0.5, 0.5])
+        gn.backward(losses, CountingBackward())
+    assert remainders == ([] if autocast else [1])
+    stats = gn.last_stats()
+    np.testing.assert_allclose([stats[t]["grad_norm"] for t in "abc"], norms, rtol=2e-2 if autocast else 1e-5)
