@@ -34,37 +34,18 @@ from mtlrec.training.timing import TrainThroughput
 FLOOR = "bare loop + GradNorm's floor"
 
 
-def bare_loop_epoch_seconds(cfg: DictConfig, datamodule: TabularDataModule, epochs: int) -> list[float]:
-    """Per-epoch seconds of a plain PyTorch loop over the same model and tensors."""
+def bare_loop_epoch_seconds(cfg: DictConfig, datamodule: TabularDataModule, epochs: int,
+                            gradnorm_floor: bool = False) -> list[float]:
+    """Per-epoch seconds of a plain PyTorch loop over the same model and tensors.
+
+    ``gradnorm_floor``: the loop plus the least GradNorm must add to it, the gradient on the last
+    shared layer of every task but one (the model's backward gives the last), each from its own
+    ``autograd.grad``. Its ratio to the plain loop is the floor of GradNorm's ratio to fixed
+    weighting."""
     torch.manual_seed(cfg.seed)
     module = build_module(cfg, datamodule)  # the same architecture and objectives
     model, objectives = module.architecture, module.objectives
-    optimizer = torch.optim.Adam(model.parameters(), lr=cfg.optimizer.lr)
-    table, batch_size = datamodule.tables["train"], datamodule.batch_size
-    times = []
-    for epoch in range(epochs):
-        started = time.perf_counter()
-        order = torch.randperm(len(table), generator=torch.Generator().manual_seed(epoch))
-        for i in range(0, len(table), batch_size):
-            batch = table[order[i : i + batch_size]]
-            logits = model(batch).logits
-            loss = sum(obj.loss(logits[t], batch.labels[t]) for t, obj in objectives.items())
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-        times.append(time.perf_counter() - started)
-    return times
-
-
-def gradnorm_floor_epoch_seconds(cfg: DictConfig, datamodule: TabularDataModule, epochs: int) -> list[float]:
-    """Per-epoch seconds of the bare loop plus the least GradNorm must add to it: the gradient on
-    the last shared layer of every task but one (the model's backward gives the last), each from
-    its own ``autograd.grad``. GradNorm's measured floor; its ratio to the bare loop is the floor
-    of GradNorm's ratio to fixed weighting."""
-    torch.manual_seed(cfg.seed)
-    module = build_module(cfg, datamodule)
-    model, objectives = module.architecture, module.objectives
-    last = [p for p in model.last_shared_parameters() if p.requires_grad]
+    last = [p for p in model.last_shared_parameters() if p.requires_grad] if gradnorm_floor else []
     optimizer = torch.optim.Adam(model.parameters(), lr=cfg.optimizer.lr)
     table, batch_size = datamodule.tables["train"], datamodule.batch_size
     times = []
@@ -75,7 +56,7 @@ def gradnorm_floor_epoch_seconds(cfg: DictConfig, datamodule: TabularDataModule,
             batch = table[order[i : i + batch_size]]
             logits = model(batch).logits
             losses = [obj.loss(logits[t], batch.labels[t]) for t, obj in objectives.items()]
-            for loss in losses[1:]:
+            for loss in losses[1:] if last else []:
                 torch.autograd.grad(loss, last, retain_graph=True)
             optimizer.zero_grad(set_to_none=True)
             sum(losses).backward()
@@ -145,7 +126,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     weightings = [w for w in args.weightings.split(",") if w]
     variants = {"bare PyTorch loop": lambda: bare_loop_epoch_seconds(cfg, datamodule, args.epochs)}
     if "gradnorm" in weightings:
-        variants[FLOOR] = lambda: gradnorm_floor_epoch_seconds(cfg, datamodule, args.epochs)
+        variants[FLOOR] = lambda: bare_loop_epoch_seconds(cfg, datamodule, args.epochs, gradnorm_floor=True)
     for name in weightings:
         wcfg = compose_config([*base, f"weighting={name}"])
         variants[f"mtlrec weighting={name}"] = lambda wcfg=wcfg: mtlrec_epoch_seconds(wcfg, datamodule, args.epochs)
