@@ -80,9 +80,11 @@ class LearnedWeighting(Weighting):
     def _step_learned(self, objective: Tensor) -> None:
         """One optimizer step of the learned parameters on ``objective`` (gradient taken with
         respect to them only, so the model's ``.grad`` is left as it is)."""
-        params = self._learned_parameters()
-        grads = torch.autograd.grad(objective, params, allow_unused=True)
-        self._step_with_gradients([torch.zeros_like(p) if g is None else g for p, g in zip(params, grads)])
+        if self._opt is None:
+            self._opt = self._make_optimizer()
+        self._opt.zero_grad(set_to_none=True)
+        objective.backward(inputs=self._learned_parameters())
+        self._opt.step()
 
     def _step_with_gradients(self, gradients: list[Tensor]) -> None:
         """One optimizer step of the learned parameters with their gradients given: for an
