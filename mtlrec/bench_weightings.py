@@ -10,8 +10,9 @@ column tensors with the same batch size and Adam; the bare loop is the fastest p
 (permute, index, forward, sum of losses, backward, step). With ``gradnorm`` among the weightings,
 the bare loop also runs with the least GradNorm must add (one more gradient on the last shared
 layer per task but one), whose ratio to the bare loop is GradNorm's measured floor. Validation is
-off on both sides, so the figures compare training steps only. Variants are interleaved and repeated; medians are
-reported, and ratios are taken against the bare loop and against fixed weighting.
+off on both sides, so the figures compare training steps only. Variants are interleaved and
+repeated; medians are reported, and ratios are taken against the bare loop and against fixed
+weighting.
 """
 
 from __future__ import annotations

@@ -83,12 +83,16 @@ class LearnedWeighting(Weighting):
         if self._opt is None:
             self._opt = self._make_optimizer()
         self._opt.zero_grad(set_to_none=True)
+        # .backward, not autograd.grad: under data parallel, DDP's reducer all-reduces what it
+        # accumulates into .grad, which keeps the learned weights equal on every process
         objective.backward(inputs=self._learned_parameters())
         self._opt.step()
 
     def _step_with_gradients(self, gradients: list[Tensor]) -> None:
         """One optimizer step of the learned parameters with their gradients given: for an
-        objective whose gradient has a closed form, which then needs no autograd pass."""
+        objective whose gradient has a closed form, which then needs no autograd pass. No
+        all-reduce sees them: under data parallel they must already be global (GradNorm forms
+        them from all-reduced quantities)."""
         if self._opt is None:
             self._opt = self._make_optimizer()
         for param, grad in zip(self._learned_parameters(), gradients, strict=True):
