@@ -9,6 +9,7 @@ same path.
 
 from __future__ import annotations
 
+import contextlib
 import math
 from collections.abc import Callable, Iterable, Mapping
 from functools import partial
@@ -283,7 +284,8 @@ class MultiTaskModule(L.LightningModule):
 
     # -- evaluation --------------------------------------------------------------------------
     def _update_metrics(self, split: str, batch: Batch) -> None:
-        outputs = self(batch)
+        with full_precision(self.device):
+            outputs = self(batch)
         if split == "val" and outputs.gates:
             self.gate_statistics.update(outputs.gates)
         for task, objective in self.objectives.items():
@@ -333,6 +335,17 @@ class MultiTaskModule(L.LightningModule):
 
     def on_test_epoch_end(self) -> None:
         self._log_metrics("test")
+
+
+def full_precision(device: torch.device):
+    """A context that turns autocast off: validation and test score in float32 whatever
+    ``trainer.precision`` trains in. Under ``bf16-mixed`` a logit keeps 8 bits of mantissa (a
+    Census-Income MMoE scored 1,385 distinct values on 49,881 test rows, against 38,584 in float32),
+    so AUC would rank ties and early stopping would compare rounded values; the forward pass alone
+    costs little next to training. :class:`mtlrec.predict.RunScorer` scores in float32 too."""
+    if torch.amp.is_autocast_available(device.type):
+        return torch.autocast(device.type, enabled=False)
+    return contextlib.nullcontext()
 
 
 def parameter_groups(module: nn.Module, overrides: Mapping[int, Mapping[str, Any]] | None = None):

@@ -38,7 +38,7 @@ from torch.func import functional_call, stack_module_state, vmap
 from mtlrec.data.datamodule import TabularDataModule
 from mtlrec.data.table import Batch
 from mtlrec.training.guard import NonFiniteError
-from mtlrec.training.module import MultiTaskModule, _in_sample_space
+from mtlrec.training.module import MultiTaskModule, _in_sample_space, full_precision
 from mtlrec.training.selection import TaskwiseSelection
 
 
@@ -188,7 +188,8 @@ class StackedSeedsModule(L.LightningModule):
     # -- validation --------------------------------------------------------------------------
     def validation_step(self, batch: Batch, batch_idx: int) -> None:
         params, buffers = self._weights()
-        logits = self._eval_logits(params, buffers, batch)  # task -> [K, B, ...]
+        with full_precision(self.device):
+            logits = self._eval_logits(params, buffers, batch)  # task -> [K, B, ...]
         for task, objective in self.template.objectives.items():
             for k in range(len(self.seeds)):
                 outputs = _SeedOutputs({task: logits[task][k]})

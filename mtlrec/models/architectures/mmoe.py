@@ -25,13 +25,14 @@ class MMoE(MixtureOfExperts):
         experts = self.experts(x)  # [B, E, D]
         if torch.compiler.is_compiling():
             # compile=true: Inductor fuses the per-task ops itself, and the banked form (stacked
-            # gate weights, one mixing einsum) measured ~15 % slower compiled; the same values
+            # gate weights, one mixture for all tasks) measured ~15 % slower compiled; the same values
             gates = {t: gate(x) for t, gate in self.gates.items()}
-            mixed = [mix(experts, gates[t]) for t in self.gates]
-        else:  # eager: every task's gate and mixture in one op each (fewer small ops per step)
+        else:  # eager: every task's gate in one matmul and one softmax (fewer small ops per step)
             weights = gate_bank(list(self.gates.values()), x)  # [B, T, E]
-            mixed = mix(experts.unsqueeze(1), weights).unbind(1)  # task k's mixture at [k]
             gates = {t: weights[:, k] for k, t in enumerate(self.gates)}
+        # one mixture per task, not one [B, T, E, D] product for all: the census step (batch 4096,
+        # 8 experts × 16, 2 tasks) measured 24.4 against 25.3 ms (median of 60, interleaved)
+        mixed = [mix(experts, gates[t]) for t in self.gates]
         logits = {t: self.towers[t](mixed[k]) for k, t in enumerate(self.gates)}
         return self.outputs(logits, gates, features=x, shared=experts.flatten(1))
 
