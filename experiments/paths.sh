@@ -1,5 +1,6 @@
 # Sourced by every experiments/*/run.sh: where a sweep writes and where its archive and tables go.
-# Given folders (SWEEP_DIR, OUT) are taken relative to where the script was called from; the
+# Given folders (SWEEP_DIR, OUT) are taken relative to where the script was called from (and kept
+# relative to the repository when inside it); the
 # defaults, and every path written into RESULTS.md, are relative to the repository (no machine
 # paths in what is published). Leaves the shell in the repository root.
 #   experiment_paths NAME SCRIPT_DIR  ->  sets $sweep, $out, $rel
@@ -8,8 +9,11 @@ experiment_paths() {
   sweep=multirun/$name
   out=experiments/$name
   rel=experiments/$name
-  if [ -n "${SWEEP_DIR:-}" ]; then sweep=$(realpath -m "$SWEEP_DIR"); fi
-  if [ -n "${OUT:-}" ]; then out=$(realpath -m "$OUT"); fi
+  # a given folder inside the repository stays relative to it (what RESULTS.md records)
+  local repo
+  repo=$(cd "$here/../.." && pwd)
+  if [ -n "${SWEEP_DIR:-}" ]; then sweep=$(realpath -m --relative-base="$repo" "$SWEEP_DIR"); fi
+  if [ -n "${OUT:-}" ]; then out=$(realpath -m --relative-base="$repo" "$OUT"); fi
   cd "$here/../.."
 }
 

@@ -21,6 +21,9 @@ clock around its epochs), the ratio of training time to the hand-written loop's,
 * ``hand-written loop, index_add embedding backward``: the same loop with the embedding gradient
   as one ``index_add`` (``--scatter-embedding``), the CPU trick of mtlrec's lookup: mtlrec beside
   a loop that has it too.
+* ``--mixed-precision`` adds ``mtlrec-train`` under ``trainer.precision=bf16-mixed``, eager and
+  compiled: what bf16 matmuls buy on a CPU that has them (AVX512-BF16, AMX). A deviation from the
+  float32 setting that the loops keep, so these rows are not the comparison the others are.
 * DeepCTR-Torch and torch-rechub: listed as "not installed" unless importable; no adapter is
   shipped yet (they could not be installed or checked here, without internet).
 """
@@ -84,8 +87,18 @@ def mtlrec_compiled(root: str, threads: int, epochs: int) -> dict:
     return mtlrec_train(root, threads, epochs, ["compile=true"])
 
 
+def mtlrec_bf16(root: str, threads: int, epochs: int) -> dict:
+    return mtlrec_train(root, threads, epochs, ["trainer.precision=bf16-mixed"])
+
+
+def mtlrec_compiled_bf16(root: str, threads: int, epochs: int) -> dict:
+    return mtlrec_train(root, threads, epochs, ["compile=true", "trainer.precision=bf16-mixed"])
+
+
 SYSTEMS = {"hand-written loop": handwritten, "hand-written loop, index_add embedding backward": handwritten_scatter,
-           "mtlrec-train": mtlrec_train, "mtlrec-train compile=true": mtlrec_compiled}
+           "mtlrec-train": mtlrec_train, "mtlrec-train compile=true": mtlrec_compiled,
+           "mtlrec-train bf16-mixed": mtlrec_bf16, "mtlrec-train compile=true bf16-mixed": mtlrec_compiled_bf16}
+MIXED_PRECISION = ("mtlrec-train bf16-mixed", "mtlrec-train compile=true bf16-mixed")  # only with --mixed-precision
 
 
 def compare(root: str, threads: Sequence[int], repeats: int, epochs: int = 5,
@@ -123,7 +136,7 @@ def table(samples: dict, repeats: int, epochs: int = 5) -> str:
         state = "installed, but no adapter is shipped yet" if importlib.util.find_spec(module) else "not installed"
         lines.append(f"| – | {peer} | {state} | | | | |")
     return "\n".join(lines) + (f"\n\nMedians over {repeats} interleaved repeat(s); {epochs} epochs each, all timed "
-                               "but the compiled run's first (its compilation), left out of its samples/s and ratio.")
+                               "but the compiled runs' first (their compilation), left out of their samples/s and ratio.")
 
 
 def main(argv: Sequence[str] | None = None) -> None:
@@ -135,13 +148,15 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--repeats", type=int, default=2)
     parser.add_argument("--skip", default="", help="comma-separated systems to leave out")
     parser.add_argument("--epochs", type=int, default=5, help="the setting's 5; fewer only to check that it runs")
+    parser.add_argument("--mixed-precision", action="store_true",
+                        help="also mtlrec-train under trainer.precision=bf16-mixed, eager and compiled")
     args = parser.parse_args(argv)
     started = time.perf_counter()
     skip = {name.strip() for name in args.skip.split(",") if name.strip()}
     unknown = sorted(skip - set(SYSTEMS))
     if unknown:
         parser.error(f"--skip: unknown system(s) {unknown}; the systems are {', '.join(SYSTEMS)}")
-    systems = [name for name in SYSTEMS if name not in skip]
+    systems = [name for name in SYSTEMS if name not in skip and (args.mixed_precision or name not in MIXED_PRECISION)]
     samples = compare(args.root, [int(t) for t in args.threads.split(",")], args.repeats, args.epochs, systems)
     print(table(samples, args.repeats, args.epochs))
     print(f"\n({time.perf_counter() - started:.0f} s; {os.cpu_count()} cores)")

@@ -60,12 +60,13 @@ def test_systems_bench_runs_mtlrec_and_the_hand_written_loop_side_by_side() -> N
     proc = subprocess.run(
         # compile=true's own path is tests/training/test_compile.py (compiling here would cost CI ~20 s)
         [sys.executable, "-m", "mtlrec.bench", "--root", "tests/fixtures/census", "--threads", "1", "--repeats", "1",
-         "--epochs", "1", "--skip", "mtlrec-train compile=true"],
+         "--epochs", "1", "--mixed-precision", "--skip", "mtlrec-train compile=true,mtlrec-train compile=true bf16-mixed"],
         cwd=REPO, capture_output=True, text=True, timeout=600,
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
     rows = {line.split(" | ")[1]: line.split(" | ") for line in proc.stdout.splitlines() if line.startswith("| 1 |")}
-    assert set(rows) == {"hand-written loop", "hand-written loop, index_add embedding backward", "mtlrec-train"}
+    assert set(rows) == {"hand-written loop", "hand-written loop, index_add embedding backward", "mtlrec-train",
+                         "mtlrec-train bf16-mixed"}
     assert rows["hand-written loop"][3] == "1.00"  # the yardstick's own ratio
     assert float(rows["mtlrec-train"][3]) > 0 and float(rows["mtlrec-train"][4].replace(",", "")) > 100  # RSS MiB
     assert "| – | DeepCTR-Torch |" in proc.stdout
