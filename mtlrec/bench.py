@@ -136,7 +136,8 @@ def table(samples: dict, repeats: int, epochs: int = 5) -> str:
         state = "installed, but no adapter is shipped yet" if importlib.util.find_spec(module) else "not installed"
         lines.append(f"| – | {peer} | {state} | | | | |")
     return "\n".join(lines) + (f"\n\nMedians over {repeats} interleaved repeat(s); {epochs} epochs each, all timed "
-                               "but the compiled runs' first (their compilation), left out of their samples/s and ratio.")
+                               "but the compiled runs' first (their compilation), left out of their samples/s and "
+                               "ratio.")
 
 
 def main(argv: Sequence[str] | None = None) -> None:

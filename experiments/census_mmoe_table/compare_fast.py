@@ -49,7 +49,8 @@ def compare(reference_path: str, fast_path: str) -> str:
             task = metric.split("/")[1]
             lines.append(f"| {group} | {arch} | {task} | {sa.mean:.4f} ± {sa.std:.4f} ({sa.n}) | "
                          f"{sb.mean:.4f} ± {sb.std:.4f} ({sb.n}) | {sb.mean - sa.mean:+.4f} | {p:.2f} |")
-    lines += ["", f"{below} of {tests} differences have p < 0.05 (by chance alone, about {0.05 * tests:.1f} would).", "",
+    chance = f"by chance alone, about {0.05 * tests:.1f} would"
+    lines += ["", f"{below} of {tests} differences have p < 0.05 ({chance}).", "",
               "| form | runs | training seconds per run, median | mean |", "|---|---|---|---|"]
     for name, runs in (("float32", reference), ("bf16-mixed + compile", fast)):
         seconds = _train_seconds(runs)

@@ -60,7 +60,8 @@ def test_systems_bench_runs_mtlrec_and_the_hand_written_loop_side_by_side() -> N
     proc = subprocess.run(
         # compile=true's own path is tests/training/test_compile.py (compiling here would cost CI ~20 s)
         [sys.executable, "-m", "mtlrec.bench", "--root", "tests/fixtures/census", "--threads", "1", "--repeats", "1",
-         "--epochs", "1", "--mixed-precision", "--skip", "mtlrec-train compile=true,mtlrec-train compile=true bf16-mixed"],
+         "--epochs", "1", "--mixed-precision",
+         "--skip", "mtlrec-train compile=true,mtlrec-train compile=true bf16-mixed"],
         cwd=REPO, capture_output=True, text=True, timeout=600,
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
