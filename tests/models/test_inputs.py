@@ -158,3 +158,24 @@ def test_feature_names_that_are_module_attributes_or_hold_dots_work() -> None:
     assert enc.keys == ["items", "shop.name", "values"] and enc.output_dim == 6
     assert tuple(enc(pre.transform(frame)[slice(0, 2)]).shape) == (2, 6)
     assert {"layers.items_.bag.weight", "layers.shop_name.bag.weight"} <= set(enc.state_dict())
+
+
+def test_encoder_converts_its_output_to_autocasts_dtype_once() -> None:
+    """Under autocast the encoded input leaves the encoder in bf16 (each first layer would convert
+    it otherwise, once per reader); gradients still reach the embeddings in float32, and outside
+    autocast the output stays float32."""
+    from pathlib import Path
+
+    from tests.conftest import build_in_process
+
+    census = Path(__file__).resolve().parents[1] / "fixtures" / "census"
+    module, datamodule = build_in_process(["data=census_income", f"data.root={census}", "arch=ple"])
+    batch = next(iter(datamodule.train_dataloader()))
+    architecture = module.architecture
+    assert architecture.encoder(batch).dtype == torch.float32
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        assert architecture.encoder(batch).dtype == torch.bfloat16
+        outputs = architecture(batch)
+    sum(logits.float().sum() for logits in outputs.logits.values()).backward()
+    grads = [p.grad for p in architecture.encoder.parameters()]
+    assert grads and all(g is not None and g.dtype == torch.float32 and g.abs().sum() > 0 for g in grads)
