@@ -39,6 +39,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Sequence
+from functools import partial
 from pathlib import Path
 
 SIZES = ["data=census_income", "data.group=1", "arch=mmoe", "encoder.embedding_dim=4", "arch.num_experts=8",
@@ -79,25 +80,12 @@ def handwritten(root: str, threads: int, epochs: int, extra: Sequence[str] = ())
     return {**result, "peak_rss_mib": rss}
 
 
-def handwritten_scatter(root: str, threads: int, epochs: int) -> dict:
-    return handwritten(root, threads, epochs, ["--scatter-embedding"])
-
-
-def mtlrec_compiled(root: str, threads: int, epochs: int) -> dict:
-    return mtlrec_train(root, threads, epochs, ["compile=true"])
-
-
-def mtlrec_bf16(root: str, threads: int, epochs: int) -> dict:
-    return mtlrec_train(root, threads, epochs, ["trainer.precision=bf16-mixed"])
-
-
-def mtlrec_compiled_bf16(root: str, threads: int, epochs: int) -> dict:
-    return mtlrec_train(root, threads, epochs, ["compile=true", "trainer.precision=bf16-mixed"])
-
-
-SYSTEMS = {"hand-written loop": handwritten, "hand-written loop, index_add embedding backward": handwritten_scatter,
-           "mtlrec-train": mtlrec_train, "mtlrec-train compile=true": mtlrec_compiled,
-           "mtlrec-train bf16-mixed": mtlrec_bf16, "mtlrec-train compile=true bf16-mixed": mtlrec_compiled_bf16}
+SYSTEMS = {"hand-written loop": handwritten,
+           "hand-written loop, index_add embedding backward": partial(handwritten, extra=["--scatter-embedding"]),
+           "mtlrec-train": mtlrec_train, "mtlrec-train compile=true": partial(mtlrec_train, extra=["compile=true"]),
+           "mtlrec-train bf16-mixed": partial(mtlrec_train, extra=["trainer.precision=bf16-mixed"]),
+           "mtlrec-train compile=true bf16-mixed": partial(mtlrec_train,
+                                                           extra=["compile=true", "trainer.precision=bf16-mixed"])}
 MIXED_PRECISION = ("mtlrec-train bf16-mixed", "mtlrec-train compile=true bf16-mixed")  # only with --mixed-precision
 
 

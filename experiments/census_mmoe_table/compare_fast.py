@@ -10,9 +10,7 @@ Both folders are archives of ``run.sh`` (or sweep folders). The Markdown is gene
 from __future__ import annotations
 
 import argparse
-import json
 import sys
-from pathlib import Path
 
 import numpy as np
 
@@ -23,15 +21,16 @@ from mtlrec.report.stats import summarize, welch_p
 ROWS = ["data.group", "arch"]
 
 
-def _runs(path: str):
-    runs = collect([path]).runs
-    if runs.empty:
+def _collect(path: str):
+    collection = collect([path])
+    if collection.runs.empty:
         raise SystemExit(f"{path}: no complete runs (give run.sh's runs/ archive or its sweep folder)")
-    return runs
+    return collection
 
 
 def compare(reference_path: str, fast_path: str) -> str:
-    reference, fast = _runs(reference_path), _runs(fast_path)
+    collections = _collect(reference_path), _collect(fast_path)
+    reference, fast = (c.runs for c in collections)
     metrics = sorted(c for c in reference.columns if c.startswith("test/") and c.endswith("/auc"))
     lines = ["| group | architecture | task | float32 | bf16-mixed + compile | difference | Welch p |",
              "|---|---|---|---|---|---|---|"]
@@ -52,16 +51,11 @@ def compare(reference_path: str, fast_path: str) -> str:
     chance = f"by chance alone, about {0.05 * tests:.1f} would"
     lines += ["", f"{below} of {tests} differences have p < 0.05 ({chance}).", "",
               "| form | runs | training seconds per run, median | mean |", "|---|---|---|---|"]
-    for name, runs in (("float32", reference), ("bf16-mixed + compile", fast)):
-        seconds = _train_seconds(runs)
-        lines.append(f"| {name} | {len(runs)} | {np.median(seconds):.1f} | {np.mean(seconds):.1f} |")
+    for name, collection in zip(("float32", "bf16-mixed + compile"), collections):
+        # each run's own record of its training time (timing.train_seconds in results.json)
+        seconds = [collection.results[d]["timing"]["train_seconds"] for d in collection.runs["run_dir"]]
+        lines.append(f"| {name} | {len(seconds)} | {np.median(seconds):.1f} | {np.mean(seconds):.1f} |")
     return "\n".join(lines) + "\n"
-
-
-def _train_seconds(runs) -> np.ndarray:
-    """Each run's own record of its training time (``timing.train_seconds`` in results.json)."""
-    seconds = [json.loads((Path(d) / "results.json").read_text())["timing"]["train_seconds"] for d in runs["run_dir"]]
-    return np.asarray(seconds, dtype=float)
 
 
 def main(argv: list[str] | None = None) -> int:

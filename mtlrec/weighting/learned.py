@@ -80,24 +80,28 @@ class LearnedWeighting(Weighting):
     def _step_learned(self, objective: Tensor) -> None:
         """One optimizer step of the learned parameters on ``objective`` (gradient taken with
         respect to them only, so the model's ``.grad`` is left as it is)."""
-        if self._opt is None:
-            self._opt = self._make_optimizer()
-        self._opt.zero_grad(set_to_none=True)
+        opt = self._optimizer()
+        opt.zero_grad(set_to_none=True)
         # .backward, not autograd.grad: under data parallel, DDP's reducer all-reduces what it
         # accumulates into .grad, which keeps the learned weights equal on every process
         objective.backward(inputs=self._learned_parameters())
-        self._opt.step()
+        opt.step()
 
     def _step_with_gradients(self, gradients: list[Tensor]) -> None:
         """One optimizer step of the learned parameters with their gradients given: for an
         objective whose gradient has a closed form, which then needs no autograd pass. No
         all-reduce sees them: under data parallel they must already be global (GradNorm forms
         them from all-reduced quantities)."""
-        if self._opt is None:
-            self._opt = self._make_optimizer()
+        opt = self._optimizer()
         for param, grad in zip(self._learned_parameters(), gradients, strict=True):
             param.grad = grad.to(param.dtype)
-        self._opt.step()
+        opt.step()
+
+    def _optimizer(self) -> torch.optim.Optimizer:
+        """The learned parameters' optimizer, made at the first step (after setup placed them)."""
+        if self._opt is None:
+            self._opt = self._make_optimizer()
+        return self._opt
 
     # The weights' optimizer state travels with the module's state_dict (checkpoint resume).
     def get_extra_state(self) -> dict:
