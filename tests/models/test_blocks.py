@@ -11,7 +11,7 @@ from torch import nn
 
 from mtlrec.models.architectures.cross_stitch import CrossStitchUnit
 from mtlrec.models.blocks.experts import ExpertLayer
-from mtlrec.models.blocks.gate import Gate, gate_bank, mix
+from mtlrec.models.blocks.gate import Gate, gate_bank, gate_softmax, mix
 from mtlrec.models.blocks.mlp import MLP, Tower
 
 
@@ -154,6 +154,23 @@ def test_a_gate_bank_gives_each_gates_own_weights_and_gradients(per_gate_input, 
     expected = torch.autograd.grad((one_by_one * weights).sum(), [g.linear.weight for g in gates])
     for a, b in zip(grads, expected):
         assert torch.allclose(a, b, atol=1e-6)
+
+
+def test_gate_softmax_is_torch_softmax_forward_and_backward() -> None:
+    """The CPU composition: torch.softmax's values, its exact gradient (gradcheck in float64),
+    its gradient under vmap (seed stacking) and under torch.compile's tracing of the function."""
+    torch.manual_seed(7)
+    scores = (torch.randn(6, 3, 5, dtype=torch.float64) * 20).requires_grad_()
+    torch.testing.assert_close(gate_softmax(scores), torch.softmax(scores, -1))
+    assert torch.autograd.gradcheck(gate_softmax, (scores,))
+    upstream = torch.randn(6, 3, 5, dtype=torch.float64)
+    expected = torch.autograd.grad((torch.softmax(scores, -1) * upstream).sum(), scores)[0]
+    per_row = torch.func.vmap(torch.func.grad(lambda s, u: (gate_softmax(s) * u).sum()))(scores, upstream)
+    torch.testing.assert_close(per_row, expected)
+    compiled = torch.compile(lambda s: (gate_softmax(s) * upstream).sum(), backend="aot_eager", fullgraph=True)
+    torch.testing.assert_close(torch.autograd.grad(compiled(scores), scores)[0], expected)
+    with torch.autocast("cpu", dtype=torch.bfloat16):  # the dtype torch.softmax keeps under CPU autocast
+        assert gate_softmax(scores.float().bfloat16()).dtype == torch.softmax(scores.bfloat16(), -1).dtype
 
 
 def test_gate_rejects_non_positive_temperature() -> None:

@@ -21,7 +21,7 @@ class Gate(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         scores = self.linear(x)
-        return torch.softmax(scores if self.temperature == 1.0 else scores / self.temperature, dim=-1)
+        return gate_softmax(scores if self.temperature == 1.0 else scores / self.temperature)
 
 
 def gate_bank(gates: Sequence[Gate], x: Tensor) -> Tensor:
@@ -41,7 +41,42 @@ def gate_bank(gates: Sequence[Gate], x: Tensor) -> Tensor:
     temperatures = [g.temperature for g in gates]
     if any(t != 1.0 for t in temperatures):
         scores = scores / scores.new_tensor(temperatures).unsqueeze(-1)
-    return torch.softmax(scores, dim=-1)
+    return gate_softmax(scores)
+
+
+def gate_softmax(scores: Tensor) -> Tensor:
+    """Softmax over the last dimension (the experts), the same values as ``torch.softmax(scores, -1)``.
+
+    On CPU it is composed of a few elementwise ops with its own backward, because torch.softmax's
+    CPU kernel vectorises along the softmax dimension, which for a gate is a handful of experts:
+    on ``[4096, 2, 8]`` (float32, 1 thread) forward and backward took 1.70 ms against this 0.38 ms,
+    and an evaluation batch's ``[16384, 2, 8]`` forward 4.7 ms against 0.9 ms. Elsewhere (CUDA's
+    kernel has no such cost) it is torch.softmax.
+    """
+    if scores.device.type != "cpu":
+        return torch.softmax(scores, dim=-1)
+    return _CpuSoftmax.apply(scores)
+
+
+class _CpuSoftmax(torch.autograd.Function):
+    """``y = exp(x - max x) / Σ exp(x - max x)``; backward ``y ⊙ (g - Σ g ⊙ y)`` (the softmax Jacobian
+    applied to g), from the saved output. ``generate_vmap_rule``: seed-stacked training vmaps it."""
+
+    generate_vmap_rule = True
+
+    @staticmethod
+    def forward(scores: Tensor) -> Tensor:
+        exp = (scores - scores.amax(-1, keepdim=True)).exp()
+        return exp / exp.sum(-1, keepdim=True)
+
+    @staticmethod
+    def setup_context(ctx, inputs, output) -> None:
+        ctx.save_for_backward(output)
+
+    @staticmethod
+    def backward(ctx, grad: Tensor) -> Tensor:
+        (weights,) = ctx.saved_tensors
+        return weights * (grad - (grad * weights).sum(-1, keepdim=True))
 
 
 def mix(experts: Tensor, weights: Tensor) -> Tensor:
