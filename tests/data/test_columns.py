@@ -155,6 +155,22 @@ def test_integer_columns_get_the_ids_of_their_string_keys() -> None:
     assert ids_text == [[position[k]] for k in ["05", "5", "5.5", "x", "<missing>"]]
 
 
+def test_arrow_strings_get_the_ids_of_the_same_strings_as_objects() -> None:
+    """Text read by pandas 3 is Arrow-backed and looked up by Arrow: the same ids as the same
+    values held as Python objects, missing values and unseen ones included, in either storage."""
+    train = ["b", "a", None, "c", "a", "é"]
+    query = ["a", "zz", None, "é", "c", "b", ""]
+    arrow = _categorical_ids([pd.Series(train, dtype="str")], [pd.Series(query, dtype="str")])
+    python = _categorical_ids([pd.Series(train, dtype="str")], [pd.Series(query, dtype="string[python]")])
+    objects = _categorical_ids([pd.Series(train, dtype=object)], [pd.Series(query, dtype=object)])
+    assert pd.Series(query, dtype="str").dtype.storage == "pyarrow"
+    assert arrow == python == objects
+    vocabulary, (ids,) = arrow
+    position = {k: i + 1 for i, k in enumerate(vocabulary)}
+    expected = [position["a"]], [0], [position["<missing>"]], [position["é"]], [position["c"]], [position["b"]], [0]
+    assert ids == list(expected)
+
+
 def test_an_integer_column_against_a_vocabulary_without_integers_is_out_of_vocabulary() -> None:
     """min_count leaves no integer key (or the vocabulary is all strings): every id is OOV, no crash."""
     vocabulary, (ids,) = _categorical_ids([pd.Series([1, 2, 3], dtype="int64")], [pd.Series([1, 5], dtype="int64")],

