@@ -35,6 +35,19 @@ def test_compiled_training_matches_eager(tmp_path: Path) -> None:
         assert b == pytest.approx(a, abs=1e-5)
 
 
+@pytest.mark.skipif(compiled.unsupported_reason(torch.device("cpu")) is not None,
+                    reason="torch.compile cannot run on this machine (see mtlrec.training.compiled)")
+def test_an_epochs_smaller_last_batch_is_not_compiled_again(tmp_path: Path) -> None:
+    """500 rows in batches of 128: three full batches and one of 116 per epoch, one graph."""
+    from torch._dynamo.utils import counters
+
+    torch._dynamo.reset()
+    counters.clear()
+    record, _ = train_in_process(tmp_path, [*SMALL, "data.num_train=500", "compile=true"])
+    assert record["status"] == "complete"
+    assert counters["stats"]["unique_graphs"] == 1, dict(counters["stats"])
+
+
 def test_compile_falls_back_to_eager_with_one_warning(tmp_path: Path, monkeypatch) -> None:
     monkeypatch.setattr(compiled.shutil, "which", lambda name: None)  # a machine without a C++ compiler
     with pytest.warns(UserWarning, match=r"compile=true: Inductor needs a C\+\+ compiler .*training runs eagerly"):
