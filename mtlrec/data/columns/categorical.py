@@ -121,7 +121,7 @@ class CategoricalColumns(ColumnTransformer):
         if key not in cache:
             cache[key] = pa.array(self.vocabularies[name], type=keys.type)
         codes = pc.index_in(pc.fill_null(keys, MISSING), value_set=cache[key])
-        return pc.fill_null(codes, -1).to_numpy().astype(np.int64)
+        return pc.fill_null(codes, -1).to_numpy()  # int32; transform widens it with the offsets
 
     def _index(self, name: str, integers: bool = False):
         """The field's vocabulary as an index, built once: its hash table is reused by every chunk
